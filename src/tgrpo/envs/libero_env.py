@@ -146,6 +146,58 @@ class PrivilegedState:
         return type(self)(**{f.name: getattr(self, f.name)[key] for f in fields(self)})
 
 
+@dataclass(frozen=True)
+class RegionGeometry:
+    """A BDDL region (a site) as scripted experts need it.
+
+    Attributes:
+        parent: body whose motion the region follows (a row of ``TaskInfo.body_names``), or ``None`` when
+            the region is fixed in the world (table regions).
+        offset: (3,) region centre minus the parent's origin at reset, world axes; the world position when
+            ``parent`` is ``None``.
+        half_size: (3,) half extents along the world axes, as LIBERO's ``in_box`` test uses them.
+        joints: joints of the articulated part the region belongs to (a drawer), else empty.
+    """
+
+    parent: str | None
+    offset: np.ndarray
+    half_size: np.ndarray
+    joints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartGeometry:
+    """One articulated part (drawer, door, knob): the body moved by a joint of ``TaskInfo.articulation_names``.
+
+    Attributes:
+        pos: (3,) world position of the part's body origin at reset.
+        axis: (3,) joint axis in world coordinates.
+        qpos: joint position at reset.
+        bounds: (2, 3) lower/upper corners of the part's collision geoms relative to ``pos``, world axes.
+    """
+
+    pos: np.ndarray
+    axis: np.ndarray
+    qpos: float
+    bounds: np.ndarray
+
+
+@dataclass(frozen=True)
+class SceneGeometry:
+    """Static geometry of one episode's scene for scripted experts (read once after a reset).
+
+    Attributes:
+        bounds: body name (``TaskInfo.body_names``) -> (2, 3) lower/upper corners of the collision geoms of
+            the body and its sub-bodies, in the body's own frame (rotate by ``object_quat`` for world axes).
+        regions: region name -> its geometry.
+        parts: joint name (``TaskInfo.articulation_names``) -> the part it moves.
+    """
+
+    bounds: dict[str, np.ndarray]
+    regions: dict[str, RegionGeometry]
+    parts: dict[str, PartGeometry]
+
+
 @dataclass
 class Observation:
     """What one environment returns after a reset or a step.
@@ -257,6 +309,10 @@ class LiberoEnv:
         if seed is not None:
             np.random.seed(seed)  # robosuite's placement samplers draw from numpy's global generator
         self._env.reset()
+        # robosuite's gripper integrates its command in `current_action`, which a soft reset keeps: without
+        # this, an episode would depend on how the previous one ended.
+        gripper = self._env.env.robots[0].gripper
+        gripper.current_action = np.zeros_like(gripper.current_action)
         if init_state is not None:
             self._env.set_init_state(self._init_states[int(init_state)])
         obs = None
@@ -310,6 +366,53 @@ class LiberoEnv:
             success=np.array(bool(flags.all()) if len(flags) else bool(self._env.check_success())),
             sim_state=self._env.get_sim_state().copy(),
         )
+
+    def scene_geometry(self) -> SceneGeometry:
+        """Object extents, region boxes and articulated parts of the current episode (scripted experts)."""
+        raw = self._env.env
+        model, data = raw.sim.model._model, raw.sim.data._data
+        body_ids = dict(zip(self.task.body_names, self._body_ids.tolist()))
+        bounds = {name: self._subtree_bounds(bid, local=True) for name, bid in body_ids.items()}
+        regions = {}
+        for name, site in raw.object_sites_dict.items():
+            pos, mat = raw.sim.data.get_site_xpos(name), raw.sim.data.get_site_xmat(name)
+            parent = site.parent_name if site.parent_name in body_ids else None  # drawers: see ``joints``
+            origin = data.xpos[body_ids[parent]] if parent else np.zeros(3)
+            regions[name] = RegionGeometry(parent, pos - origin, np.abs(mat @ np.asarray(site.size, float)),
+                                           tuple(site.joints or ()))
+        parts = {}
+        for joint in self.task.articulation_names:
+            jid = model.joint(joint).id
+            bid = int(model.jnt_bodyid[jid])
+            axis = data.xmat[bid].reshape(3, 3) @ model.jnt_axis[jid]
+            parts[joint] = PartGeometry(data.xpos[bid].copy(), axis, float(data.qpos[model.jnt_qposadr[jid]]),
+                                        self._subtree_bounds(bid))
+        return SceneGeometry(bounds, regions, parts)
+
+    def _subtree_bounds(self, body_id: int, local: bool = False) -> np.ndarray:
+        """(2, 3) box around the collision geoms of a body and its descendants, relative to its origin.
+
+        The box is aligned with the world axes, or with the body's own axes when ``local``.
+        """
+        model, data = self._env.env.sim.model._model, self._env.env.sim.data._data
+        parents = model.body_parentid
+        def in_subtree(b: int) -> bool:
+            while b > 0 and b != body_id:
+                b = parents[b]
+            return b == body_id
+        corners = []
+        signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).reshape(3, -1).T
+        for g in range(model.ngeom):
+            if (model.geom_contype[g] or model.geom_conaffinity[g]) and in_subtree(int(model.geom_bodyid[g])):
+                center, half = model.geom_aabb[g, :3], model.geom_aabb[g, 3:]
+                box = center + signs * half
+                corners.append(data.geom_xpos[g] + box @ data.geom_xmat[g].reshape(3, 3).T)
+        if not corners:
+            return np.zeros((2, 3))
+        pts = np.concatenate(corners) - data.xpos[body_id]
+        if local:
+            pts = pts @ data.xmat[body_id].reshape(3, 3)
+        return np.stack([pts.min(0), pts.max(0)])
 
     def _observation(self, raw_obs: dict) -> Observation:
         images = {c: np.ascontiguousarray(raw_obs[k]) for c, k in self._camera_keys.items()}
