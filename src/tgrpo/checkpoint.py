@@ -1,0 +1,121 @@
+"""Training checkpoints: policy, optimizer, RNG and progress, in safetensors and JSON only (no pickle).
+
+A checkpoint is a directory. It is written as ``<name>.tmp`` and swapped into place with renames, so a
+run killed at any moment leaves either the previous or the new checkpoint complete, never a mix:
+
+    out/checkpoint/            policy.json, policy.safetensors, tokenizer.json, dataset_statistics.json,
+                               optimizer.safetensors, trainer_state.json
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from tgrpo.errors import DatasetError
+
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "trainer_state.json"
+
+
+def optimizer_to_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into flat tensors (safetensors) and JSON-able hyper-parameters."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, float]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                tensors[f"{idx}.{key}"] = value.detach().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def optimizer_from_tensors(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict[str, Any]] = {}
+    for name, value in tensors.items():
+        idx, key = name.split(".", 1)
+        state.setdefault(int(idx), {})[key] = value
+    for idx, values in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, numpy and torch RNG states as JSON-able values."""
+    np_state = np.random.get_state()
+    return {
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state().tolist(),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npst = state["numpy"]
+    np.random.set_state((npst[0], np.asarray(npst[1], dtype=np.uint32), npst[2], npst[3], npst[4]))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
+def save_checkpoint(directory: str | Path, write_policy: Callable[[Path], Any], optimizer: torch.optim.Optimizer | None,
+                    trainer_state: dict[str, Any]) -> Path:
+    """Atomically write a checkpoint directory.
+
+    Args:
+        directory: final path, e.g. ``runs/x/checkpoint``.
+        write_policy: writes the policy files into the directory it is given (``policy.save``).
+        optimizer: saved to ``optimizer.safetensors`` (+ its hyper-parameters in the JSON), or None.
+        trainer_state: JSON-able progress (step, epoch, metrics, RNG states, ...).
+    """
+    final = Path(directory)
+    tmp = final.with_name(final.name + ".tmp")
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    write_policy(tmp)
+    state = dict(trainer_state)
+    if optimizer is not None:
+        tensors, meta = optimizer_to_tensors(optimizer)
+        save_file(tensors, str(tmp / OPTIMIZER_FILE))
+        state["optimizer"] = meta
+    (tmp / STATE_FILE).write_text(json.dumps(state))
+    if final.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        final.rename(old)
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(directory: str | Path) -> Path | None:
+    """The complete checkpoint at ``directory``, or the previous one if a swap was interrupted."""
+    final = Path(directory)
+    for candidate in (final, final.with_name(final.name + ".old")):
+        if (candidate / STATE_FILE).exists():
+            return candidate
+    return None
+
+
+def load_trainer_state(directory: str | Path, optimizer: torch.optim.Optimizer | None = None) -> dict[str, Any]:
+    """Read ``trainer_state.json`` (and restore ``optimizer`` from its tensors when given)."""
+    directory = Path(directory)
+    try:
+        state = json.loads((directory / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{directory / STATE_FILE} is missing or not JSON ({exc}); cannot resume") from None
+    if optimizer is not None and "optimizer" in state:
+        try:
+            optimizer_from_tensors(optimizer, load_file(str(directory / OPTIMIZER_FILE)), state["optimizer"])
+        except (ValueError, KeyError, FileNotFoundError) as exc:
+            raise DatasetError(f"{directory / OPTIMIZER_FILE} does not fit this model's optimizer ({exc})") from None
+    return state
