@@ -39,7 +39,7 @@ def rollout_group(
     pool: EnvPool,
     policy: RolloutPolicy,
     *,
-    init_state: int | None = None,
+    init_state: int | None | Sequence[int | None] = None,
     seeds: Sequence[int | None] | None = None,
     max_steps: int | None = None,
     stop_rule: str = "first_success",
@@ -51,7 +51,8 @@ def rollout_group(
     Args:
         pool: the N environments (all of one task).
         policy: called once per step with the observations of all live envs.
-        init_state: LIBERO fixed init-state index for every env, or None for seeded random placements.
+        init_state: LIBERO fixed init-state index for every env (a TGRPO group), a sequence with one index
+            per env (independent evaluation episodes), or None for seeded random placements.
         seeds: (N,) placement seeds for ``init_state=None`` (one per env; equal seeds give equal scenes).
         max_steps: step budget after the settle steps; default the suite's protocol value.
         stop_rule: ``first_success`` (paper: all stop as soon as one env succeeds, or at ``max_steps``,
@@ -69,7 +70,8 @@ def rollout_group(
     n = pool.num_envs
     max_steps = task.max_steps if max_steps is None else int(max_steps)
     seeds = list(seeds) if seeds is not None else [None] * n
-    obs = pool.reset([init_state] * n, seeds)
+    init_states = list(init_state) if isinstance(init_state, Sequence) else [init_state] * n
+    obs = pool.reset(init_states, seeds)
     policy.reset(n)
 
     cams = list(obs[0].images) if record_images else []
@@ -116,7 +118,7 @@ def rollout_group(
     ss = _pad([[np.bool_(x) for x in row] for row in step_success], length)
     rollout = GroupRollout(
         task=task,
-        init_state=init_state,
+        init_states=init_states,
         seeds=seeds,
         stop_rule=stop_rule,
         images={c: torch.from_numpy(_pad(images[c], length)) for c in cams},

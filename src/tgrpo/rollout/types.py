@@ -49,7 +49,8 @@ class GroupRollout:
 
     Attributes:
         task: the task rolled out.
-        init_state: index of LIBERO's fixed initial state, or None for a seeded random placement.
+        init_states: (N,) LIBERO fixed init-state index per row (all equal in a TGRPO group), or None
+            for seeded random placements.
         seeds: (N,) placement seeds used at reset (meaningful when ``init_state`` is None).
         stop_rule: ``first_success`` or ``all_done``.
         images: camera -> (N, T, H, W, 3) uint8 observations before each action (empty without cameras).
@@ -64,7 +65,7 @@ class GroupRollout:
     """
 
     task: TaskInfo
-    init_state: int | None
+    init_states: list[int | None]
     seeds: list[int | None]
     stop_rule: str
     images: dict[str, torch.Tensor]

@@ -1,0 +1,49 @@
+import json
+
+import numpy as np
+import pytest
+
+from tgrpo.errors import ConfigError
+from tgrpo.evaluation import EvalConfig, evaluate, markdown_table, summarize, wilson_interval
+
+
+def test_wilson_interval_hand_computed():
+    lo, hi = wilson_interval(5, 10)  # p = 0.5, n = 10: 0.5 +- 1.96 * sqrt(0.025 + 0.0096) / 1.384
+    assert abs(lo - 0.2366) < 1e-3 and abs(hi - 0.7634) < 1e-3
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_summary_and_table():
+    eps = [{"task": 0, "init_state": i, "success": i < 3, "steps": 100 + i} for i in range(4)]
+    s = summarize(eps, "libero_object")
+    assert s["successes"] == 3 and s["tasks"][0]["mean_steps_success"] == 101.0
+    assert "| 0 | pick_up_the_alphabet_soup_and_place_it_in_the_basket | 3/4 | 75.0% |" in markdown_table(s)
+
+
+def test_bad_eval_config():
+    with pytest.raises(ConfigError, match=r"init-state index 50.*0\.\.49"):
+        EvalConfig(init_states=(50,))
+    with pytest.raises(ConfigError, match="num_envs"):
+        EvalConfig(num_envs=0)
+
+
+@pytest.mark.sim
+def test_eval_runs_writes_results_and_resumes(tmp_path):
+    from tgrpo.policy.config import PolicyConfig, TinyVLASize
+    from tgrpo.policy.vla import TinyVLA
+
+    size = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32,
+                       text_layers=1, text_heads=2, text_mlp=64)
+    policy = TinyVLA(PolicyConfig(size=size, image_size=64))
+    cfg = EvalConfig(suite="libero_object", tasks=(0,), init_states=(0, 1, 2), num_envs=2, max_steps=4, videos=1,
+                     out=str(tmp_path))
+    s = evaluate(policy, cfg)
+    assert s["episodes"] == 3 and s["successes"] == 0  # an untrained policy does not solve it in 4 steps
+    lines = (tmp_path / "episodes.jsonl").read_text().splitlines()
+    assert sorted(json.loads(l)["init_state"] for l in lines) == [0, 1, 2]
+    assert all(json.loads(l)["steps"] == 4 for l in lines)
+    videos = list((tmp_path / "videos").glob("*.mp4"))
+    assert len(videos) == 1 and videos[0].stat().st_size > 1000
+    assert json.loads((tmp_path / "results.json").read_text())["tasks"]["0"]["episodes"] == 3
+    evaluate(policy, cfg)  # resume: nothing left to run, nothing appended
+    assert (tmp_path / "episodes.jsonl").read_text().splitlines() == lines
