@@ -8,6 +8,9 @@ from tgrpo.envs.config import CAMERA_NAMES
 from tgrpo.errors import ConfigError, choice_error
 
 
+DTYPES = ("float32", "bfloat16", "float16")
+
+
 @dataclass(frozen=True)
 class TinyVLASize:
     """Architecture of the small default VLA (SigLIP-style vision tower + Llama-style causal LM).
@@ -37,6 +40,8 @@ class PolicyConfig:
             classes; ``openvla``: a local OpenVLA-style checkpoint directory, the GPU-scale path).
         checkpoint: directory to load weights, tokenizer and action statistics from; None builds a fresh,
             randomly initialised model (then trained with ``tgrpo sft``).
+        pretrained: for ``pretrained-vla``: a local transformers checkpoint directory (config.json, weights,
+            tokenizer) of a Llava-style VLA; its weights stay the frozen base, LoRA adapters are trained.
         cameras: cameras the policy sees; OpenVLA and the paper use the third-person ``agentview`` only.
             Each camera adds (image_size / patch_size)^2 image tokens to the prompt.
         image_size: side of the square image fed to the vision tower (the env renders at this size too).
@@ -48,10 +53,15 @@ class PolicyConfig:
         lora_alpha: LoRA scale alpha (OpenVLA: min(r, 16)).
         size: architecture of the ``tiny-vla`` model.
         seed: seed of the weight initialisation and of action sampling.
+        device: torch device of the model (``cpu``; ``cuda`` for the GPU-scale path).
+        dtype: weight dtype: ``float32`` (CPU default) or ``bfloat16`` (the GPU path, as OpenVLA).
+        trust_remote_code: let transformers run model code shipped inside a ``pretrained-vla`` checkpoint
+            directory (needed by checkpoints with custom architectures; off by default).
     """
 
     name: str = "tiny-vla"
     checkpoint: str | None = None
+    pretrained: str | None = None
     cameras: tuple[str, ...] = ("agentview",)
     image_size: int = 128
     temperature: float = 1.0
@@ -60,8 +70,13 @@ class PolicyConfig:
     lora_alpha: int = 16
     size: TinyVLASize = field(default_factory=TinyVLASize)
     seed: int = 0
+    device: str = "cpu"
+    dtype: str = "float32"
+    trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise choice_error("dtype", self.dtype, DTYPES)
         object.__setattr__(self, "cameras", tuple(self.cameras))
         if not self.cameras:
             raise ConfigError("policy.cameras must name at least one camera: " + ", ".join(CAMERA_NAMES))

@@ -15,7 +15,13 @@ def _tiny_vla():
     return TinyVLA
 
 
-POLICIES = {"tiny-vla": _tiny_vla}
+def _pretrained_vla():
+    from tgrpo.policy.pretrained import PretrainedVLA
+
+    return PretrainedVLA
+
+
+POLICIES = {"tiny-vla": _tiny_vla, "pretrained-vla": _pretrained_vla}
 
 
 def policy_class(name: str):

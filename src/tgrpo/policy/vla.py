@@ -54,29 +54,45 @@ def build_llava(config: PolicyConfig, vocab_size: int, special: TextTokenizer) -
     return LlavaForConditionalGeneration(llava)
 
 
-class TinyVLA(nn.Module):
-    """The policy contract on the small default model.
+class LlavaVLA(nn.Module):
+    """The policy contract on any Llava-style vision-language model (image tokens spliced into the prompt).
 
-    Rollouts call :meth:`act`; the learner calls :meth:`token_logprobs` on a :meth:`prepare` batch;
-    :meth:`reference` gives the frozen base policy (LoRA adapter disabled) for the KL term.
+    Rollouts call :meth:`act`; the learner calls :meth:`token_logprobs` on inputs from
+    :meth:`pixel_values` and :meth:`prompt_ids`; :meth:`reference` gives the frozen base policy (LoRA
+    adapter disabled) for the KL term. Subclasses only build the model and write/read checkpoints.
+
+    Args:
+        model: the transformers model (forward takes input_ids, pixel_values, attention_mask,
+            position_ids, past_key_values, use_cache, logits_to_keep).
+        text: prompt encoder (``encode_prompt``, ``pad_id``).
+        normalizer: action statistics.
+        config: the policy config.
+        action_vocab_end: the action tokens are ids ``[end - 256, end)`` (OpenVLA: the tokenizer's 32000).
+        image_tokens_per_camera: patches per image.
+        pixel_mean, pixel_std: per-channel image normalisation of the vision tower (SigLIP: 0.5, 0.5).
     """
 
-    def __init__(self, config: PolicyConfig, text: TextTokenizer | None = None,
-                 normalizer: ActionNormalizer | None = None):
+    def __init__(self, model: nn.Module, text, normalizer: ActionNormalizer, config: PolicyConfig,
+                 action_vocab_end: int, image_tokens_per_camera: int,
+                 pixel_mean: Sequence[float] = (0.5, 0.5, 0.5), pixel_std: Sequence[float] = (0.5, 0.5, 0.5)):
         super().__init__()
         self.config = config
-        self.text = text or TextTokenizer.for_libero(config.size.text_vocab)
-        if self.text.size != config.size.text_vocab:
-            raise ConfigError(f"text tokenizer has {self.text.size} ids, the model expects {config.size.text_vocab}")
-        self.normalizer = normalizer or ActionNormalizer.identity(ACTION_DIM)
-        self.vocab_size = config.size.text_vocab + NUM_BINS
+        self.text = text
+        self.normalizer = normalizer
+        self.vocab_size = action_vocab_end
         self.action_tokenizer = ActionTokenizer()
-        self.num_image_tokens = (config.image_size // config.size.patch_size) ** 2 * len(config.cameras)
-        self.model = build_llava(config, self.vocab_size, self.text)
+        self.num_image_tokens = image_tokens_per_camera * len(config.cameras)
+        self.model = model.to(device=config.device, dtype=getattr(torch, config.dtype))
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.lora_enabled = False
         if config.lora_rank > 0:
             self.enable_lora(config.lora_rank, config.lora_alpha)
-        self.generator = torch.Generator().manual_seed(config.seed)
+        self.generator = torch.Generator(device=config.device).manual_seed(config.seed)
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
 
     # -- LoRA and the reference policy ---------------------------------------------------------------
 
@@ -117,8 +133,9 @@ class TinyVLA(nn.Module):
             x = x.flip(1, 2).permute(0, 3, 1, 2).float().contiguous()
             if x.shape[-1] != self.config.image_size:
                 x = F.interpolate(x, size=self.config.image_size, mode="bilinear", antialias=True, align_corners=False)
-            per_cam.append(x / 127.5 - 1.0)
-        return torch.stack(per_cam, 1).flatten(0, 1)  # sample-major: (B, C, ...) -> (B * C, ...)
+            per_cam.append(x.to(self.device))
+        x = torch.stack(per_cam, 1).flatten(0, 1)  # sample-major: (B, C, ...) -> (B * C, ...)
+        return ((x / 255.0 - self.pixel_mean) / self.pixel_std).to(getattr(torch, self.config.dtype))
 
     def prompt_ids(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and attention mask, both (B, L)."""
@@ -129,7 +146,7 @@ class TinyVLA(nn.Module):
         for i, row in enumerate(rows):
             ids[i, width - len(row):] = torch.tensor(row)
             mask[i, width - len(row):] = 1
-        return ids, mask
+        return ids.to(self.device), mask.to(self.device)
 
     def action_ids(self, bins: torch.Tensor) -> torch.Tensor:
         return self.vocab_size - 1 - bins
@@ -138,7 +155,7 @@ class TinyVLA(nn.Module):
 
     def _action_logits(self, logits: torch.Tensor, temperature: float) -> torch.Tensor:
         """Full-vocab logits (..., V) -> (..., 256) over bins 0..255 (bin b is id V-1-b), divided by T."""
-        return logits[..., self.vocab_size - NUM_BINS:].flip(-1) / temperature
+        return logits[..., self.vocab_size - NUM_BINS:self.vocab_size].float().flip(-1) / temperature
 
     def token_logprobs(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                        bins: torch.Tensor, temperature: float | None = None,
@@ -153,6 +170,7 @@ class TinyVLA(nn.Module):
             (B, 7) log-probs (with gradients), and (B, 7) entropies if ``with_entropy``.
         """
         temperature = self.config.temperature if temperature is None else temperature
+        bins = bins.to(self.device)
         ids = torch.cat([input_ids, self.action_ids(bins)], 1)
         mask = torch.cat([attention_mask, torch.ones_like(bins)], 1)
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
@@ -219,39 +237,61 @@ class TinyVLA(nn.Module):
         self.eval()
         bins, logps = self.sample(self.pixel_values(images), ids, mask, temperature)
         self.train(was_training)
-        bins_np = bins.numpy()
-        return PolicyStep(actions=self.bins_to_actions(bins_np), action_tokens=bins_np, logprobs=logps.numpy())
+        bins_np = bins.cpu().numpy()
+        return PolicyStep(actions=self.bins_to_actions(bins_np), action_tokens=bins_np, logprobs=logps.cpu().numpy())
 
-    # -- checkpoints ---------------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
 
-    def save(self, directory: str | Path) -> Path:
-        """Write policy.json, policy.safetensors, tokenizer.json and dataset_statistics.json."""
+    def _load_state(self, state: dict[str, torch.Tensor], source: Path, strict: bool = True) -> None:
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected or (strict and missing):
+            raise DatasetError(
+                f"{source} does not match the model in {CONFIG_FILE}: {len(missing)} missing keys "
+                f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
+            )
+
+    def _write_common(self, directory: Path) -> None:
         from safetensors.torch import save_file
 
-        directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        state = {k: v.detach().contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
+        save_file(self.trainable_state(), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
         (directory / CONFIG_FILE).write_text(json.dumps({"policy": self.config.to_dict()}, indent=2))
-        self.text.save(directory)
         self.normalizer.save(directory)
+
+
+def _read_config(directory: Path, overrides: dict) -> PolicyConfig:
+    if not (directory / CONFIG_FILE).exists():
+        raise DatasetError(f"{directory} is not a tgrpo policy checkpoint (no {CONFIG_FILE})")
+    return PolicyConfig.from_dict({**json.loads((directory / CONFIG_FILE).read_text())["policy"], **overrides})
+
+
+class TinyVLA(LlavaVLA):
+    """The CPU default: a small Llava VLA built from config classes, trained from scratch by ``tgrpo sft``."""
+
+    def __init__(self, config: PolicyConfig, text: TextTokenizer | None = None,
+                 normalizer: ActionNormalizer | None = None):
+        text = text or TextTokenizer.for_libero(config.size.text_vocab)
+        if text.size != config.size.text_vocab:
+            raise ConfigError(f"text tokenizer has {text.size} ids, the model expects {config.size.text_vocab}")
+        vocab = config.size.text_vocab + NUM_BINS
+        super().__init__(build_llava(config, vocab, text), text, normalizer or ActionNormalizer.identity(ACTION_DIM),
+                         config, action_vocab_end=vocab,
+                         image_tokens_per_camera=(config.image_size // config.size.patch_size) ** 2)
+
+    def save(self, directory: str | Path) -> Path:
+        """Write policy.json, policy.safetensors (all weights), tokenizer.json and dataset_statistics.json."""
+        directory = Path(directory)
+        self._write_common(directory)
+        self.text.save(directory)
         return directory
 
     @classmethod
     def load(cls, directory: str | Path, **overrides: object) -> "TinyVLA":
-        """Rebuild the policy saved in ``directory``; ``overrides`` replace sampling fields of its config."""
+        """Rebuild the policy saved in ``directory``; ``overrides`` replace fields of its config."""
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        if not (directory / CONFIG_FILE).exists():
-            raise DatasetError(f"{directory} is not a tgrpo policy checkpoint (no {CONFIG_FILE})")
-        config = PolicyConfig.from_dict({**json.loads((directory / CONFIG_FILE).read_text())["policy"], **overrides})
-        policy = cls(config, TextTokenizer.load(directory), ActionNormalizer.load(directory))
-        state = load_file(str(directory / WEIGHTS_FILE))
-        missing, unexpected = policy.model.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise DatasetError(
-                f"{directory / WEIGHTS_FILE} does not match the model in {CONFIG_FILE}: "
-                f"{len(missing)} missing keys (e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})"
-            )
+        policy = cls(_read_config(directory, overrides), TextTokenizer.load(directory), ActionNormalizer.load(directory))
+        policy._load_state(load_file(str(directory / WEIGHTS_FILE)), directory / WEIGHTS_FILE)
         return policy
