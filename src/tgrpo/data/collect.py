@@ -38,10 +38,11 @@ class ExpertGroupPolicy:
 
     def reset(self, num_envs: int) -> None:
         self.experts = [self._make(self.task) for _ in range(num_envs)]
-        for expert in self.experts:
-            expert.reset()
 
     def act(self, observations: Sequence[Observation], instruction: str, env_ids: np.ndarray) -> PolicyStep:
+        for i, o in zip(env_ids, observations):
+            if o.scene is not None:  # the first observation of an episode carries its scene geometry
+                self.experts[i].reset(o.scene)
         actions = np.stack([self.experts[i].act(o.state) for i, o in zip(env_ids, observations)])
         return PolicyStep(actions=actions.astype(np.float32))
 

@@ -206,10 +206,12 @@ class Observation:
         images: camera name (``"agentview"``, ``"wrist"``) -> (H, W, 3) uint8, LIBERO's upside-down layout.
             Empty when the env renders no cameras.
         state: privileged simulator state.
+        scene: static scene geometry of the episode, set on the observation returned by ``reset`` only.
     """
 
     images: dict[str, np.ndarray] = field(default_factory=dict)
     state: PrivilegedState | None = None
+    scene: "SceneGeometry | None" = None
 
     @property
     def success(self) -> bool:
@@ -319,7 +321,9 @@ class LiberoEnv:
         for _ in range(NUM_SETTLE_STEPS):
             obs, *_ = self._env.step(np.asarray(SETTLE_ACTION))
         self.steps = 0
-        return self._observation(obs)
+        first = self._observation(obs)
+        first.scene = self.scene_geometry()
+        return first
 
     def step(self, action: np.ndarray) -> Observation:
         """Apply one 7-d action (xyz delta, axis-angle delta, gripper -1 open / +1 close), each in [-1, 1]."""
