@@ -58,7 +58,8 @@ def test_sft_loss_falls_and_checkpoints_load(demo_file, tmp_path):
     assert summary["final"]["val/token_acc"] > 0.5
     from tgrpo.policy.vla import TinyVLA
 
-    policy = TinyVLA.load(tmp_path / "checkpoint")
+    loaded = TinyVLA.load(tmp_path / "checkpoint")
+    assert loaded.normalizer.mask.tolist() == [True] * 6 + [False]
     stats = json.loads((tmp_path / "checkpoint" / "dataset_statistics.json").read_text())
     assert stats["action"]["mask"][6] is False
 

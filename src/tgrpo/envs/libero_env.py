@@ -325,6 +325,18 @@ class LiberoEnv:
         first.scene = self.scene_geometry()
         return first
 
+    def restore(self, sim_state: np.ndarray) -> Observation:
+        """Set the simulator to a recorded flattened MuJoCo state (e.g. a demo's ``states[t]``), no stepping.
+
+        Returns the privileged state and scene geometry there (no images), for replaying demonstrations.
+        """
+        sim_state = np.asarray(sim_state, dtype=np.float64)
+        expected = self._init_states.shape[1]
+        if sim_state.shape != (expected,):
+            raise ConfigError(f"sim state has shape {sim_state.shape}, this task's states have ({expected},)")
+        self._env.set_init_state(sim_state)
+        return Observation(state=self.privileged_state(), scene=self.scene_geometry())
+
     def step(self, action: np.ndarray) -> Observation:
         """Apply one 7-d action (xyz delta, axis-angle delta, gripper -1 open / +1 close), each in [-1, 1]."""
         action = np.asarray(action, dtype=np.float64).reshape(-1)

@@ -1,0 +1,487 @@
+"""Scripted experts that solve LIBERO tasks from privileged simulator state.
+
+An expert turns the task's BDDL goal into a plan of small reusable skills (move above an object, descend,
+grasp, lift, carry, place, release, pull a drawer, turn a knob) and executes it with proportional control
+on the end-effector position and a top-down orientation, clipped to LIBERO's OSC_POSE action range.
+
+Usage (the scene geometry comes from the environment once per episode)::
+
+    env = LiberoEnv(EnvConfig(suite="libero_object", task=0, cameras=()))
+    expert = ScriptedExpert(env.task)
+    obs = env.reset(seed=0)
+    expert.reset(env.scene_geometry())
+    while not obs.success:
+        obs = env.step(expert.act(obs.state))
+
+Action convention (LIBERO OSC_POSE, 20 Hz): ``a[:3]`` end-effector translation (+-1 = +-5 cm set-point
+offset), ``a[3:6]`` axis-angle rotation in the world frame (+-1 = +-0.5 rad), ``a[6]`` gripper, -1 open,
++1 close.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from tgrpo.envs.libero_env import PrivilegedState, SceneGeometry, TaskInfo
+from tgrpo.envs.scene import SceneView, gripper_opening, segment_box_distance
+from tgrpo.errors import ConfigError
+
+OPEN, CLOSE = -1.0, 1.0
+POS_GAIN = 12.0  # action units per metre of position error
+ROT_GAIN = 2.5  # action units per radian of orientation error
+MAX_GRIP_WIDTH = 0.068  # widest object part the fingers close around (max opening 0.08 m)
+HAND_HALF_LENGTH = 0.105  # the Panda hand's half length along the fingers' closing direction
+FINGER_REACH = 0.03  # deepest grasp below an object's top before the hand hits it
+FINGER_DEPTH = 0.03  # half thickness of hand and fingers across the closing direction
+RIM_WORDS = ("bowl", "mug", "ramekin")  # hollow objects grasped at their rim
+RIM_INSET = 0.012  # rim grasp point: this far inside the outer radius (the fingers straddle the wall)
+RIM_DEPTH = 0.02  # and this far below the rim
+# Top-down orientation with the fingers closing along world +y (the robot's rest orientation): yaw 0.
+DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
+SUPPORTED = ("in", "on", "open", "turnon")
+
+
+# -- geometry -----------------------------------------------------------------------------------------
+
+
+def rot_z(angle: float) -> np.ndarray:
+    c, s = np.cos(angle), np.sin(angle)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """World-frame axis-angle vector rotating ``current`` onto ``target``."""
+    rel = target @ current.T
+    angle = np.arccos(np.clip((np.trace(rel) - 1.0) / 2.0, -1.0, 1.0))
+    axis = np.array([rel[2, 1] - rel[1, 2], rel[0, 2] - rel[2, 0], rel[1, 0] - rel[0, 1]])
+    norm = np.linalg.norm(axis)
+    if norm < 1e-9:
+        return np.zeros(3) if angle < 1e-3 else np.array([0.0, 0.0, angle])  # 180 deg: turn about z
+    return axis / norm * angle
+
+
+def yaw_of(ee_mat: np.ndarray) -> float:
+    """Yaw of a top-down gripper: the angle of its closing direction minus 90 degrees."""
+    return float(np.arctan2(ee_mat[1, 0], ee_mat[0, 0]) - np.pi / 2)
+
+
+def nearest_yaw(closing_angle: float, current_yaw: float) -> float:
+    """Yaw closing the fingers along ``closing_angle`` (mod pi: the gripper is symmetric), nearest current."""
+    yaw = closing_angle - np.pi / 2
+    return float(yaw + np.pi * np.round((current_yaw - yaw) / np.pi))
+
+
+# -- skills -------------------------------------------------------------------------------------------
+
+
+class Skill:
+    """One step of a plan: ``act`` returns an action, or ``None`` once the skill is finished."""
+
+    def act(self, view: SceneView) -> np.ndarray | None:
+        raise NotImplementedError
+
+
+def servo(view: SceneView, target: np.ndarray, yaw: float, grip: float) -> np.ndarray:
+    """Proportional control of the end effector towards ``target`` with a top-down gripper at ``yaw``."""
+    action = np.zeros(7)
+    action[:3] = np.clip(POS_GAIN * (target - view.ee), -1.0, 1.0)
+    action[3:6] = np.clip(ROT_GAIN * rotation_error(rot_z(yaw) @ DOWN, view.state.ee_mat), -1.0, 1.0)
+    action[6] = grip
+    return action
+
+
+Target = Callable[[SceneView], np.ndarray]
+
+
+@dataclass
+class MoveTo(Skill):
+    """Servo the end effector to a (possibly moving) target until within ``tol`` or ``max_steps`` pass."""
+
+    target: Target
+    yaw: float
+    grip: float
+    tol: float = 0.01
+    max_steps: int = 60
+    steps: int = 0
+
+    def act(self, view: SceneView) -> np.ndarray | None:
+        goal = self.target(view)
+        yaw_err = abs(rotation_error(rot_z(self.yaw) @ DOWN, view.state.ee_mat)[2])
+        if self.steps >= self.max_steps or (np.linalg.norm(goal - view.ee) < self.tol and yaw_err < 0.15):
+            return None
+        self.steps += 1
+        return servo(view, goal, self.yaw, self.grip)
+
+
+@dataclass
+class Hold(Skill):
+    """Keep the end effector where it is, with the gripper at ``grip``, for ``steps`` steps."""
+
+    grip: float
+    yaw: float
+    steps: int
+    anchor: np.ndarray | None = None
+
+    def act(self, view: SceneView) -> np.ndarray | None:
+        if self.anchor is None:
+            self.anchor = view.ee.copy()
+        if self.steps <= 0:
+            return None
+        self.steps -= 1
+        return servo(view, self.anchor, self.yaw, self.grip)
+
+
+@dataclass
+class CloseGripper(Skill):
+    """Close the fingers in place until they stop moving (on the object, or shut on nothing)."""
+
+    yaw: float
+    min_steps: int = 4
+    max_steps: int = 25
+    steps: int = 0
+    anchor: np.ndarray | None = None
+    last_opening: float = np.inf
+
+    def act(self, view: SceneView) -> np.ndarray | None:
+        if self.anchor is None:
+            self.anchor = view.ee.copy()
+        opening = gripper_opening(view.state)
+        settled = self.steps >= self.min_steps and abs(self.last_opening - opening) < 5e-4
+        if settled or self.steps >= self.max_steps:
+            return None
+        self.steps += 1
+        self.last_opening = opening
+        return servo(view, self.anchor, self.yaw, CLOSE)
+
+
+@dataclass
+class Chain(Skill):
+    """Run skills one after the other."""
+
+    skills: list[Skill]
+
+    def act(self, view: SceneView) -> np.ndarray | None:
+        while self.skills:
+            action = self.skills[0].act(view)
+            if action is not None:
+                return action
+            self.skills.pop(0)
+        return None
+
+
+@dataclass
+class Until(Skill):
+    """Run ``skill`` until ``done`` holds (or the skill ends by itself)."""
+
+    skill: Skill
+    done: Callable[[SceneView], bool]
+
+    def act(self, view: SceneView) -> np.ndarray | None:
+        return None if self.done(view) else self.skill.act(view)
+
+
+@dataclass
+class Planned(Skill):
+    """Build a skill from the state at the moment it starts; rebuild it while ``succeeded`` says no."""
+
+    build: Callable[[SceneView], Skill]
+    succeeded: Callable[[SceneView], bool] = lambda view: True
+    attempts: int = 3
+    current: Skill | None = None
+
+    def act(self, view: SceneView) -> np.ndarray | None:
+        while True:
+            if self.current is None:
+                if self.attempts <= 0:
+                    return None
+                self.attempts -= 1
+                self.current = self.build(view)
+            action = self.current.act(view)
+            if action is not None:
+                return action
+            if self.succeeded(view):
+                return None
+            self.current = None
+
+
+# -- pick and place -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Grasp:
+    """Where and how to grasp an object: grip-site offset from the object origin (world) and yaw."""
+
+    offset: np.ndarray
+    yaw: float
+
+
+def plan_grasp(view: SceneView, obj: str) -> Grasp:
+    """Choose a top-down grasp of ``obj`` whose hand and fingers keep clear of the neighbours.
+
+    Narrow objects are grasped across their body; wide or hollow ones (bowls, mugs) at the rim, with the
+    fingers closing radially across the wall.
+    """
+    box = view.box(obj)
+    height = box[1, 2] - box[0, 2]
+    centre = box.mean(0)
+    rim = any(w in obj for w in RIM_WORDS)
+    candidates = []
+    for angle in np.deg2rad(np.arange(0.0, 360.0, 15.0)):
+        d = np.array([np.cos(angle), np.sin(angle)])
+        if rim:
+            point3 = rim_point(view, obj, d)
+            point, z, span = point3[:2], point3[2], 0.03
+        else:
+            width = view.width_along(obj, d)
+            if angle >= np.pi:
+                continue  # the gripper is symmetric
+            point, span = centre[:2], width / 2 + 0.015
+            z = box[0, 2] + max(0.5 * height, height - FINGER_REACH)
+        clearance = grasp_clearance(view, obj, point, d, z, span)
+        preference = -0.01 * d[0] if rim else -max(width - MAX_GRIP_WIDTH, 0.0) * 10  # rim: face the robot (-x)
+        candidates.append((min(clearance, 0.05) + preference, point, angle, z))
+    _, point, angle, z = max(candidates, key=lambda c: c[0])
+    grip = np.array([point[0], point[1], z])
+    return Grasp(grip - view.pos(obj), nearest_yaw(angle, yaw_of(view.state.ee_mat)))
+
+
+def rim_point(view: SceneView, obj: str, direction: np.ndarray) -> np.ndarray:
+    """Grasp point on the wall of a hollow object, towards the horizontal ``direction``, just below its rim.
+
+    Computed in the object's frame so that a tilted bowl is grasped where its rim actually is.
+    """
+    lo, hi = view.geometry.bounds[obj]
+    rot = view.rot(obj)
+    local_dir = (rot.T @ np.array([*direction, 0.0]))[:2]
+    local_dir /= max(np.linalg.norm(local_dir), 1e-9)
+    radius = 0.5 * float(np.min(hi[:2] - lo[:2])) - RIM_INSET
+    local = np.array([*((lo[:2] + hi[:2]) / 2 + radius * local_dir), hi[2] - min(RIM_DEPTH, 0.5 * (hi[2] - lo[2]))])
+    return view.pos(obj) + rot @ local
+
+
+def grasp_clearance(view: SceneView, obj: str, point: np.ndarray, d: np.ndarray, z: float, span: float) -> float:
+    """Horizontal clearance of the fingers (and, for tall neighbours, the hand) around a grasp point."""
+    clearance = np.inf
+    for other in view.others(obj):
+        box = view.box(other)
+        if box[1, 2] < z - 0.005:
+            continue  # below the fingertips
+        half = HAND_HALF_LENGTH if box[1, 2] > z + 0.05 else span
+        dist = segment_box_distance(point - half * d, point + half * d, box[:, :2]) - FINGER_DEPTH
+        clearance = min(clearance, dist)
+    return clearance
+
+
+def pick(obj: str) -> Skill:
+    """Approach from above, descend, close the fingers and lift; retried if the object stays down."""
+    start: dict[str, float] = {}
+
+    def build(view: SceneView) -> Skill:
+        start["z"] = float(view.pos(obj)[2])
+        grasp = plan_grasp(view, obj)
+        at = lambda v: v.pos(obj) + grasp.offset  # noqa: E731 - follows the object if it is nudged
+        travel = max(view.clear_height(view.ee, at(view), [obj]), float(at(view)[2])) + 0.08
+        above = lambda v: np.array([*at(v)[:2], travel])  # noqa: E731
+        return Chain([
+            MoveTo(lambda v: np.array([*v.ee[:2], max(v.ee[2], travel)]), grasp.yaw, OPEN, tol=0.02),
+            MoveTo(above, grasp.yaw, OPEN, tol=0.015),
+            MoveTo(at, grasp.yaw, OPEN, tol=0.008, max_steps=40),
+            CloseGripper(grasp.yaw),
+            MoveTo(lambda v: at(view) + [0.0, 0.0, 0.04], grasp.yaw, CLOSE, tol=0.01, max_steps=15),
+        ])
+
+    def lifted(view: SceneView) -> bool:
+        return float(view.pos(obj)[2]) > start["z"] + 0.02 and gripper_opening(view.state) > 0.004
+
+    return Planned(build, lifted)
+
+
+def place(obj: str, goal: Callable[[SceneView], np.ndarray]) -> Skill:
+    """Carry the held ``obj`` high enough over everything on the way, lower it onto ``goal``, release.
+
+    ``goal`` gives the object's target xy and the height of its bottom at release.
+    """
+
+    def build(view: SceneView) -> Skill:
+        yaw = yaw_of(view.state.ee_mat)
+        drop = view.ee[2] - view.box(obj)[0, 2]  # how far the object hangs below the grip site
+        bottom = view.pos(obj)[2] - view.box(obj)[0, 2]  # object origin above its bottom
+        release = lambda v: v.ee + (goal(v) + [0.0, 0.0, bottom] - v.pos(obj))  # noqa: E731
+        target = release(view)
+        path_top = view.clear_height(view.ee, target, [obj], margin=0.06)
+        travel = max(path_top + drop + 0.03, target[2] + 0.06, view.ee[2])
+        return Chain([
+            MoveTo(lambda v: np.array([*v.ee[:2], travel]), yaw, CLOSE, tol=0.02),
+            MoveTo(lambda v: np.array([*release(v)[:2], travel]), yaw, CLOSE, tol=0.015, max_steps=80),
+            MoveTo(release, yaw, CLOSE, tol=0.01, max_steps=40),
+            Hold(OPEN, yaw, steps=6),
+            MoveTo(lambda v: v.ee + [0.0, 0.0, 0.05], yaw, OPEN, tol=0.02, max_steps=8),
+        ])
+
+    return Planned(build)
+
+
+def goal_on_body(obj: str, target: str) -> Callable[[SceneView], np.ndarray]:
+    """Object origin goal for ``on(obj, target)``: centred over the body, bottom just above its top."""
+    return lambda v: np.array([*v.centre(target)[:2], v.box(target)[1, 2] + 0.012])
+
+
+def goal_in_region(obj: str, region: str, on_top: bool) -> Callable[[SceneView], np.ndarray]:
+    """Object origin goal for a region: inside it (``in``) or resting on what lies under it (``on``)."""
+
+    def goal(v: SceneView) -> np.ndarray:
+        centre = v.region_centre(region)
+        half = v.geometry.regions[region].half_size
+        if on_top:
+            z = max(centre[2] + half[2], v.surface_height(centre[:2], [obj])) + 0.015
+        else:
+            z = max(centre[2] - half[2], v.surface_height(centre[:2], [obj]) if half[2] < 0.01 else -np.inf) + 0.02
+        return np.array([centre[0], centre[1], z])
+
+    return goal
+
+
+# -- articulated fixtures -------------------------------------------------------------------------------
+
+
+def open_drawer(joint: str, threshold: float) -> Skill:
+    """Grasp the drawer's front (the handle) top-down and pull it along its slide until open."""
+
+    def build(view: SceneView) -> Skill:
+        part = view.geometry.parts[joint]
+        pull = -part.axis  # LIBERO's cabinets open towards negative joint positions
+        pull_xy = pull[:2] / np.linalg.norm(pull[:2])
+
+        def handle(v: SceneView) -> np.ndarray:
+            box = v.part_box(joint)
+            centre = box.mean(0)
+            reach = 0.5 * float(np.abs(box[1, :2] - box[0, :2]) @ np.abs(pull_xy))
+            return np.array([*(centre[:2] + pull_xy * (reach + 0.008)), centre[2] + 0.005])
+
+        yaw = nearest_yaw(float(np.arctan2(pull_xy[1], pull_xy[0])), yaw_of(view.state.ee_mat))
+        travel = max(view.ee[2], view.part_box(joint)[1, 2] + 0.08)
+        opened = lambda v: v.qpos(joint) < threshold - 0.02  # noqa: E731
+        return Chain([
+            MoveTo(lambda v: np.array([*handle(v)[:2], travel]), yaw, OPEN, tol=0.015),
+            MoveTo(handle, yaw, OPEN, tol=0.008, max_steps=40),
+            CloseGripper(yaw),
+            Until(MoveTo(lambda v: v.ee + 0.04 * np.array([*pull_xy, 0.0]), yaw, CLOSE, tol=0.0, max_steps=60),
+                  opened),
+            Hold(OPEN, yaw, steps=5),
+            MoveTo(lambda v: v.ee + [0.0, 0.0, 0.08], yaw, OPEN, tol=0.02, max_steps=10),
+        ])
+
+    return Planned(build, lambda v: v.qpos(joint) < threshold)
+
+
+def turn_knob(joint: str, threshold: float) -> Skill:
+    """Grasp a stove knob top-down and twist the wrist about the knob's vertical axis until on."""
+
+    def build(view: SceneView) -> Skill:
+        box = view.part_box(joint)
+        top = box[1, 2]
+        knob = np.array([*box.mean(0)[:2], top - 0.012])
+        yaw = yaw_of(view.state.ee_mat)
+        turned = lambda v: v.qpos(joint) > threshold + 0.3  # noqa: E731
+        return Chain([
+            MoveTo(lambda v: np.array([*knob[:2], max(top + 0.08, v.ee[2])]), yaw, OPEN, tol=0.015),
+            MoveTo(lambda v: knob, yaw, OPEN, tol=0.008, max_steps=40),
+            CloseGripper(yaw),
+            Until(MoveTo(lambda v: knob, yaw + 1.4, CLOSE, tol=0.0, max_steps=40), turned),
+            Hold(OPEN, yaw + 1.4, steps=5),
+            MoveTo(lambda v: v.ee + [0.0, 0.0, 0.08], yaw + 1.4, OPEN, tol=0.02, max_steps=10),
+        ])
+
+    return Planned(build, lambda v: v.qpos(joint) >= threshold)
+
+
+# -- goal predicates -> plan ---------------------------------------------------------------------------
+
+DRAWER_OPEN_BELOW = -0.14  # LIBERO's cabinets count as open below this joint position
+KNOB_ON_ABOVE = 0.5  # LIBERO's stoves count as on from this knob angle
+
+
+def plan_for(task: TaskInfo) -> Callable[[SceneGeometry], list[Skill]]:
+    """Check the task's goal and return a builder of its skill plan (raises ``ConfigError`` if unsupported)."""
+    order = {"open": 0, "turnon": 1, "in": 2, "on": 2}
+    steps: list[Callable[[SceneGeometry], list[Skill]]] = []
+    for pred in sorted(task.goal_predicates, key=lambda p: order.get(p[0].lower(), 9)):
+        steps.append(_predicate_plan(task, tuple(pred)))
+    return lambda geometry: [skill for step in steps for skill in step(geometry)]
+
+
+def _predicate_plan(task: TaskInfo, pred: tuple[str, ...]) -> Callable[[SceneGeometry], list[Skill]]:
+    """Skills achieving one goal predicate (validated now, built per episode from the scene geometry)."""
+    name = pred[0].lower()
+    unsupported = ConfigError(
+        f"ScriptedExpert cannot solve {task.suite} task {task.task_id} ({task.name}): goal predicate "
+        f"{pred} is not supported; supported predicates: {', '.join(SUPPORTED)} (drawers only for 'open')"
+    )
+    if name in ("in", "on") and len(pred) == 3 and pred[1] in task.object_names:
+        obj, target = pred[1], pred[2]
+        if target in task.body_names:
+            return lambda g: [pick(obj), place(obj, goal_on_body(obj, target))]
+
+        def region_plan(g: SceneGeometry) -> list[Skill]:
+            region = g.regions[target]
+            pre = [open_drawer(j, DRAWER_OPEN_BELOW) for j in region.joints]
+            return [*pre, pick(obj), place(obj, goal_in_region(obj, target, name == "on"))]
+
+        return region_plan
+    if name == "open" and len(pred) == 2 and pred[1].endswith("_region"):
+        return lambda g: [open_drawer(j, DRAWER_OPEN_BELOW) for j in g.regions[pred[1]].joints]
+    if name == "turnon" and len(pred) == 2:
+        joints = [j for j in task.articulation_names if j.startswith(pred[1])]
+        if joints:
+            return lambda g: [turn_knob(joints[0], KNOB_ON_ABOVE)]
+    raise unsupported
+
+
+def supports(task: TaskInfo) -> bool:
+    """Whether ``ScriptedExpert`` can attempt every goal predicate of ``task``."""
+    try:
+        plan_for(task)
+    except ConfigError:
+        return False
+    return True
+
+
+class ScriptedExpert:
+    """A privileged-state expert for one LIBERO task; ``act`` is deterministic given state and phase.
+
+    Args:
+        task: the task to solve; raises ``ConfigError`` naming the task and the unsupported predicate if
+            its goal contains one the expert cannot achieve.
+    """
+
+    def __init__(self, task: TaskInfo):
+        self.task = task
+        self._builder = plan_for(task)
+        self._geometry: SceneGeometry | None = None
+        self._plan: list[Skill] = []
+        self._yaw = 0.0
+
+    def reset(self, geometry: SceneGeometry | None = None) -> None:
+        """Start a new episode. ``geometry`` is ``LiberoEnv.scene_geometry()`` of this episode.
+
+        The geometry (object extents, region boxes, articulated parts) is not part of ``PrivilegedState``
+        and is required: without it ``act`` raises ``ConfigError``.
+        """
+        self._geometry = geometry
+        self._plan = self._builder(geometry) if geometry is not None else []
+
+    def act(self, state: PrivilegedState) -> np.ndarray:
+        """The next (7,) action in [-1, 1] for ``state``; holds still with an open gripper once done."""
+        if self._geometry is None:
+            raise ConfigError("ScriptedExpert.act needs reset(env.scene_geometry()) at the start of each episode")
+        view = SceneView(self.task, self._geometry, state)
+        while self._plan:
+            action = self._plan[0].act(view)
+            if action is not None:
+                self._yaw = yaw_of(state.ee_mat)
+                return np.clip(action, -1.0, 1.0)
+            self._plan.pop(0)
+        return servo(view, state.ee_pos, self._yaw, OPEN)
