@@ -72,6 +72,7 @@ def rollout_group(
     seeds = list(seeds) if seeds is not None else [None] * n
     init_states = list(init_state) if isinstance(init_state, Sequence) else [init_state] * n
     obs = pool.reset(init_states, seeds)
+    scenes = [o.scene for o in obs]
     policy.reset(n)
 
     cams = list(obs[0].images) if record_images else []
@@ -130,6 +131,7 @@ def rollout_group(
         success=torch.from_numpy((ss & mask).any(axis=1)),
         mask=torch.from_numpy(mask),
         lengths=torch.from_numpy(lengths),
+        scenes=scenes,
     )
     rollout.validate()
     return rollout

@@ -8,7 +8,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from tgrpo.envs.libero_env import Observation, PrivilegedState, TaskInfo
+from tgrpo.envs.libero_env import Observation, PrivilegedState, SceneGeometry, TaskInfo
 
 STOP_RULES = ("first_success", "all_done")
 
@@ -62,6 +62,7 @@ class GroupRollout:
         success: (N,) bool, task solved at the end of the row.
         mask: (N, T) bool, True on valid steps.
         lengths: (N,) int64 number of valid steps per row.
+        scenes: (N,) scene geometry of each row's episode (for stage rewards and experts).
     """
 
     task: TaskInfo
@@ -77,6 +78,7 @@ class GroupRollout:
     success: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
+    scenes: list[SceneGeometry | None]
 
     @property
     def num_envs(self) -> int:
