@@ -9,6 +9,7 @@ with 95% Wilson intervals), optional MP4 videos.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -141,10 +142,12 @@ def markdown_table(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def evaluate(policy, cfg: EvalConfig, cameras: Sequence[str] | None = None, image_size: int | None = None) -> dict:
+def evaluate(policy, cfg: EvalConfig, cameras: Sequence[str] | None = None, image_size: int | None = None,
+             pool: EnvPool | None = None) -> dict:
     """Evaluate ``policy`` (the rollout interface with an ``act(..., temperature=)``) under ``cfg``.
 
     ``cameras``/``image_size`` default to the policy's own (``policy.config``); the env renders only those.
+    ``pool``: reuse these running workers (all of one task, e.g. the training pool) instead of starting new ones.
     """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -166,12 +169,17 @@ def evaluate(policy, cfg: EvalConfig, cameras: Sequence[str] | None = None, imag
         if not pending:
             continue
         videos_left = max(0, cfg.videos - sum(1 for (t, _), e in done.items() if t == task))
-        n = min(cfg.num_envs, len(pending))
-        with EnvPool(EnvConfig(suite=cfg.suite, task=task, cameras=cameras, image_size=image_size), num_envs=n) as pool:
+        if pool is not None and pool.task.task_id == task:
+            workers = contextlib.nullcontext(pool)
+        else:
+            env_cfg = EnvConfig(suite=cfg.suite, task=task, cameras=cameras, image_size=image_size)
+            workers = EnvPool(env_cfg, num_envs=min(cfg.num_envs, len(pending)))
+        with workers as live:
+            n = live.num_envs
             for start in range(0, len(pending), n):
                 chunk = pending[start:start + n]
                 chunk = chunk + [chunk[-1]] * (n - len(chunk))  # pad the last chunk; duplicates are dropped
-                r = rollout_group(pool, actor, init_state=chunk, max_steps=cfg.max_steps, stop_rule="all_done")
+                r = rollout_group(live, actor, init_state=chunk, max_steps=cfg.max_steps, stop_rule="all_done")
                 with log.open("a") as fh:
                     for row, init in enumerate(chunk):
                         if (task, init) in done:  # padding duplicate

@@ -1,0 +1,203 @@
+"""Configuration of a TGRPO training run: one dataclass per component, composed into ``TrainConfig``."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from tgrpo.algo.advantages import ADVANTAGE_ESTIMATORS
+from tgrpo.envs.suites import NUM_INIT_STATES, get_suite
+from tgrpo.errors import ConfigError, choice_error, range_error
+from tgrpo.policy.config import PolicyConfig, TinyVLASize
+from tgrpo.reward.sources import RewardConfig
+from tgrpo.rollout.types import STOP_RULES
+
+TRAIN_INITS = ("random", "fixed")
+
+
+@dataclass(frozen=True)
+class RolloutConfig:
+    """Group sampling.
+
+    Attributes:
+        group_size: N, trajectories per group, all from the same initial state (paper: 4).
+        stop_rule: ``first_success`` (paper: all stop when one succeeds, common length M) or ``all_done``.
+        max_steps: steps per trajectory; None is the suite's protocol value (object: 280).
+        train_init: ``random``: each group starts from a new seeded placement sampled from the task's BDDL
+            regions, so LIBERO's 50 fixed init states stay held out for evaluation (default; differs from
+            training on the fixed states, which would leak the test set); ``fixed``: from ``train_init_states``.
+        train_init_states: fixed init-state indices for ``train_init="fixed"``.
+        worker_timeout_s: seconds before an env worker counts as hung.
+    """
+
+    group_size: int = 4
+    stop_rule: str = "first_success"
+    max_steps: int | None = None
+    train_init: str = "random"
+    train_init_states: tuple[int, ...] = tuple(range(25))
+    worker_timeout_s: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.group_size < 2:
+            raise ConfigError(f"rollout.group_size must be >= 2 (a group needs something to compare with), "
+                              f"got {self.group_size}")
+        if self.stop_rule not in STOP_RULES:
+            raise choice_error("rollout.stop_rule", self.stop_rule, STOP_RULES)
+        if self.train_init not in TRAIN_INITS:
+            raise choice_error("rollout.train_init", self.train_init, TRAIN_INITS)
+        for i in self.train_init_states:
+            if not 0 <= i < NUM_INIT_STATES:
+                raise range_error("rollout.train_init_states entry", i, 0, NUM_INIT_STATES - 1)
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"rollout.max_steps must be >= 1, got {self.max_steps}")
+
+
+@dataclass(frozen=True)
+class AlgoConfig:
+    """The TGRPO update.
+
+    Attributes:
+        advantage: estimator: ``tgrpo`` (a1 * A_step + a2 * A_traj), ``grpo`` (A_traj only, the paper's
+            "w/o step-level" ablation) or ``step`` (A_step only, "w/o trajectory-level").
+        a1: alpha_1, weight of the step-level advantage (paper 0.3).
+        a2: alpha_2, weight of the trajectory-level advantage (paper 0.7).
+        clip_eps: epsilon of the clipped ratio (PPO/GRPO default 0.2; the paper does not state it).
+        beta: weight of the k3 KL to the reference policy (GRPO's 0.04; the paper does not state it).
+        epochs: K, passes over each group.
+        minibatch_steps: steps (each 7 action tokens) per optimizer step; the loss of a minibatch is its
+            weighted mean with the paper's per-trajectory-then-group weights.
+        microbatch_steps: steps per forward/backward pass; gradients accumulate up to a minibatch, which
+            bounds memory.
+        lr: AdamW learning rate. Paper: 1e-5 with LoRA on the 7B OpenVLA. The 5.6 M default model's LoRA
+            needs a larger step: 1e-4 (the SFT from scratch used 3e-4).
+        weight_decay: AdamW weight decay.
+        grad_clip: max global gradient norm.
+        adv_eps: epsilon added to the group std in the z-scores.
+    """
+
+    advantage: str = "tgrpo"
+    a1: float = 0.3
+    a2: float = 0.7
+    clip_eps: float = 0.2
+    beta: float = 0.04
+    epochs: int = 2
+    minibatch_steps: int = 128
+    microbatch_steps: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    adv_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        if self.advantage not in ADVANTAGE_ESTIMATORS:
+            raise choice_error("algo.advantage", self.advantage, ADVANTAGE_ESTIMATORS)
+        if self.a1 < 0 or self.a2 < 0 or self.a1 + self.a2 <= 0:
+            raise ConfigError(f"algo.a1 and algo.a2 must be >= 0 with a positive sum (paper: 0.3 and 0.7), "
+                              f"got a1={self.a1}, a2={self.a2}")
+        if not 0 < self.clip_eps < 1:
+            raise ConfigError(f"algo.clip_eps must be in (0, 1), got {self.clip_eps}")
+        if self.beta < 0:
+            raise ConfigError(f"algo.beta must be >= 0, got {self.beta}")
+        for name in ("epochs", "minibatch_steps", "microbatch_steps"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"algo.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise ConfigError(f"algo.lr must be > 0, got {self.lr}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A TGRPO run on one task (the paper trains one task at a time).
+
+    Attributes:
+        suite, task: the task.
+        demos: LIBERO-format demo file or directory of the task (keyposes for the reward).
+        iterations: groups sampled and learned from.
+        eval_every: iterations between evaluations on held-out fixed init states (0: only at the end).
+        eval_init_states: fixed init states of the periodic evaluation.
+        save_every: iterations between checkpoints.
+        out: run directory.
+        num_threads: torch threads for the update (rollouts use 1: the env workers use the cores).
+        seed: seeds the placements, the sampling and the minibatch order.
+        policy: the policy; ``checkpoint`` is the SFT checkpoint to start from; ``lora_rank`` > 0 makes the
+            frozen SFT weights the reference policy (paper: LoRA).
+    """
+
+    suite: str = "libero_object"
+    task: int | str = 0
+    demos: str | None = None
+    iterations: int = 40
+    eval_every: int = 10
+    eval_init_states: tuple[int, ...] = tuple(range(25, 50))
+    save_every: int = 1
+    out: str = "runs/tgrpo"
+    num_threads: int = 2
+    seed: int = 0
+    policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(lora_rank=16))
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    algo: AlgoConfig = field(default_factory=AlgoConfig)
+
+    def __post_init__(self) -> None:
+        get_suite(self.suite)
+        if self.iterations < 1:
+            raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        if self.eval_every < 0 or self.save_every < 1:
+            raise ConfigError(f"eval_every must be >= 0 and save_every >= 1, got {self.eval_every}, {self.save_every}")
+        for i in self.eval_init_states:
+            if not 0 <= i < NUM_INIT_STATES:
+                raise range_error("eval_init_states entry", i, 0, NUM_INIT_STATES - 1)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, data: dict[str, Any], path: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(sorted(f'{path}{k}' for k in unknown))}; valid: "
+                          + ", ".join(f"{path}{k}" for k in names))
+    kwargs = {}
+    for key, value in data.items():
+        sub = {"policy": PolicyConfig, "rollout": RolloutConfig, "reward": RewardConfig, "algo": AlgoConfig,
+               "size": TinyVLASize}.get(key)
+        if sub is not None and isinstance(value, dict):
+            value = _build(sub, value, f"{path}{key}.")
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build a validated TrainConfig from nested dicts (a JSON file, CLI overrides) over the defaults."""
+    return _build(TrainConfig, _merge(TrainConfig().to_dict(), data), "")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as JSON, else kept as strings) to nested dicts."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. algo.a1=0.5")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out

@@ -1,0 +1,314 @@
+"""TGRPO training (``tgrpo train``): the paper's pipeline, one phase per call.
+
+    for each iteration:
+        group    = sample N trajectories from one initial state        (rollout_group)
+        rewards  = multi-stage dense rewards R[i, t] = f1 + f2         (dense_rewards)
+        adv      = a1 * A_step + a2 * A_traj                           (advantage estimator)
+        stats    = K epochs of clipped-surrogate + KL minibatch updates (update_policy)
+        log, evaluate on held-out init states, checkpoint
+
+Checkpoints (policy with its LoRA adapter, optimizer, sampling generator, iteration, history) are written
+atomically after every ``save_every`` iterations; ``resume`` continues an interrupted run where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tgrpo.algo.advantages import get_advantage_estimator
+from tgrpo.algo.loss import tgrpo_loss, token_weights
+from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
+from tgrpo.config import TrainConfig
+from tgrpo.data.hdf5 import DemoFile
+from tgrpo.envs.config import EnvConfig
+from tgrpo.envs.libero_env import LiberoEnv, TaskInfo
+from tgrpo.errors import DatasetError, TgrpoError
+from tgrpo.evaluation import EvalConfig, FixedTemperature, evaluate
+from tgrpo.policy.registry import load_policy
+from tgrpo.reward.dense import DenseRewards, Keyposes, StageEvaluator, StageRewardParams, dense_rewards
+from tgrpo.reward.keyposes import extract_keyposes
+from tgrpo.reward.sources import task_stages
+from tgrpo.rollout.engine import rollout_group
+from tgrpo.rollout.types import GroupRollout
+from tgrpo.rollout.workers import EnvPool
+
+MAX_BAD_UPDATES = 5  # consecutive non-finite gradients before the run stops
+
+
+@dataclass
+class StepBatch:
+    """The valid steps of a group, flattened for the learner. B = number of valid steps.
+
+    Attributes:
+        images: camera -> (B, H, W, 3) uint8.
+        tokens: (B, 7) int64 sampled action bins.
+        old_logp: (B, 7) log pi_old of the tokens (from sampling).
+        adv: (B,) advantage of each step.
+        weights: (B,) per-token weight ``1 / (N * 7 * len_i)``.
+    """
+
+    images: dict[str, torch.Tensor]
+    tokens: torch.Tensor
+    old_logp: torch.Tensor
+    adv: torch.Tensor
+    weights: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def select(self, index: np.ndarray) -> "StepBatch":
+        idx = torch.as_tensor(index)
+        return StepBatch({c: v[idx] for c, v in self.images.items()}, self.tokens[idx], self.old_logp[idx],
+                         self.adv[idx], self.weights[idx])
+
+
+def flatten_group(rollout: GroupRollout, adv: torch.Tensor, cameras: tuple[str, ...]) -> StepBatch:
+    """Gather the valid steps of ``rollout`` with their advantages and token weights."""
+    if rollout.action_tokens is None or rollout.logprobs is None:
+        raise TgrpoError("the rollout has no action tokens/log-probs; TGRPO needs a token policy")
+    mask = rollout.mask
+    return StepBatch(
+        images={c: rollout.images[c][mask] for c in cameras},
+        tokens=rollout.action_tokens[mask],
+        old_logp=rollout.logprobs[mask],
+        adv=adv[mask].float(),
+        weights=token_weights(mask)[mask],
+    )
+
+
+def _chunks(index: np.ndarray, size: int):
+    for start in range(0, len(index), size):
+        yield index[start:start + size]
+
+
+def _inputs(policy, batch: StepBatch, instruction: str):
+    return (policy.pixel_values(batch.images), *policy.prompt_ids([instruction] * len(batch)))
+
+
+@torch.no_grad()
+def reference_logprobs(policy, batch: StepBatch, instruction: str, microbatch: int) -> torch.Tensor | None:
+    """(B, 7) log pi_ref of the sampled tokens: the policy with its LoRA adapter disabled."""
+    if not policy.lora_enabled:
+        return None
+    out = []
+    with policy.reference():
+        for idx in _chunks(np.arange(len(batch)), microbatch):
+            part = batch.select(idx)
+            out.append(policy.token_logprobs(*_inputs(policy, part, instruction), part.tokens).float().cpu())
+    return torch.cat(out)
+
+
+@dataclass
+class UpdateStats:
+    """Means over the update's minibatches (weighted as the loss)."""
+
+    loss: float = 0.0
+    policy_objective: float = 0.0
+    kl: float = 0.0
+    clip_fraction: float = 0.0
+    ratio_mean: float = 0.0
+    ratio_max: float = 0.0
+    entropy: float = 0.0
+    grad_norm: float = 0.0
+    optimizer_steps: int = 0
+    skipped_steps: int = 0
+
+
+def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, instruction: str, algo,
+                  rng: np.random.Generator) -> UpdateStats:
+    """K epochs of minibatch updates of the TGRPO objective on one group's steps.
+
+    Each optimizer step takes ``algo.minibatch_steps`` steps in random order, accumulated over
+    micro-batches; its loss is the minibatch's weighted mean (paper weights, renormalised). A step whose
+    gradient is not finite is skipped with a warning and leaves the weights untouched.
+    """
+    policy.train()
+    ref = reference_logprobs(policy, batch, instruction, algo.microbatch_steps) if algo.beta > 0 else None
+    params = [p for p in policy.parameters() if p.requires_grad]
+    stats = UpdateStats()
+    sums: dict[str, float] = {}
+    minibatches = 0
+    for _ in range(algo.epochs):
+        for mb in _chunks(rng.permutation(len(batch)), algo.minibatch_steps):
+            optimizer.zero_grad(set_to_none=True)
+            scale = 1.0 / (7.0 * float(batch.weights[mb].sum()))
+            mb_sums: dict[str, float] = {}
+            for micro in _chunks(mb, algo.microbatch_steps):
+                part = batch.select(micro)
+                logp, ent = policy.token_logprobs(*_inputs(policy, part, instruction), part.tokens, with_entropy=True)
+                out = tgrpo_loss(logp.float(), part.old_logp, None if ref is None else ref[micro], part.adv,
+                                 part.weights * scale, clip_eps=algo.clip_eps, beta=algo.beta, entropy=ent.float())
+                out.loss.backward()
+                share = float(part.weights.sum()) * 7.0 * scale
+                for key in ("policy_objective", "kl", "clip_fraction", "ratio_mean", "entropy"):
+                    mb_sums[key] = mb_sums.get(key, 0.0) + share * float(getattr(out, key))
+                mb_sums["loss"] = mb_sums.get("loss", 0.0) + float(out.loss)
+                stats.ratio_max = max(stats.ratio_max, float(out.ratio_max))
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, algo.grad_clip))
+            if not math.isfinite(grad_norm) or not math.isfinite(mb_sums["loss"]):
+                optimizer.zero_grad(set_to_none=True)
+                stats.skipped_steps += 1
+                print(f"warning: non-finite loss or gradient (loss {mb_sums['loss']}, grad norm {grad_norm}); "
+                      "update skipped, weights unchanged", file=sys.stderr)
+                continue
+            optimizer.step()
+            stats.optimizer_steps += 1
+            minibatches += 1
+            stats.grad_norm += grad_norm
+            for key, value in mb_sums.items():
+                sums[key] = sums.get(key, 0.0) + value
+    for key, value in sums.items():
+        setattr(stats, key, value / max(1, minibatches))
+    stats.grad_norm /= max(1, minibatches)
+    return stats
+
+
+def task_keyposes(cfg: TrainConfig, task: TaskInfo, stages) -> Keyposes:
+    """Keyposes from the task's demos (``cfg.demos``: a file or a directory searched for the task's file)."""
+    if not cfg.demos:
+        print("warning: no demos given (--demos); keyposes use defaults (object origin, 8 cm above target)",
+              file=sys.stderr)
+        return Keyposes()
+    from tgrpo.sft import demo_files
+
+    files = [f for f in demo_files([cfg.demos]) if _instruction(f) == task.language]
+    if not files:
+        raise DatasetError(f"no demo file for task '{task.language}' under {cfg.demos}; "
+                           f"collect them with `tgrpo collect-demos --suite {task.suite} --tasks {task.task_id}`")
+    with DemoFile(files[0]) as f, LiberoEnv(EnvConfig(suite=task.suite, task=task.task_id, cameras=())) as env:
+        demos = [f[i] for i in range(min(len(f), cfg.reward.keypose_demos))]
+        return extract_keyposes(demos, env, stages)
+
+
+def _instruction(path: Path) -> str:
+    with DemoFile(path) as f:
+        return f.info.language_instruction
+
+
+def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tensor) -> dict[str, float]:
+    mask = rollout.mask.numpy()
+    returns = (rewards.rewards * mask).sum(1)
+    return {
+        "rollout/success_rate": float(rollout.success.float().mean()),
+        "rollout/length": float(rollout.lengths.float().mean()),
+        "reward/return_mean": float(returns.mean()),
+        "reward/return_std": float(returns.std(ddof=1)) if len(returns) > 1 else 0.0,
+        "reward/step_mean": float(rewards.rewards[mask].mean()),
+        "reward/f1_mean": float(rewards.f1[mask].mean()),
+        "reward/f2_mean": float(rewards.f2[mask].mean()),
+        "reward/max_stage": float(rewards.stage.max(1).mean()),
+        "adv/mean": float(adv[rollout.mask].mean()),
+        "adv/std": float(adv[rollout.mask].std()),
+        "adv/abs_mean": float(adv[rollout.mask].abs().mean()),
+    }
+
+
+def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> dict:
+    """Run TGRPO as configured; returns the final summary (also in ``<out>/summary.json``)."""
+    from torch.utils.tensorboard import SummaryWriter
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    ckpt = find_checkpoint(out / "checkpoint") if resume else None
+    if ckpt is not None:
+        policy = load_policy(ckpt)
+    else:
+        if not cfg.policy.checkpoint:
+            raise TgrpoError("tgrpo train starts from an SFT checkpoint: pass --checkpoint (see `tgrpo sft`)")
+        policy = load_policy(cfg.policy.checkpoint, temperature=cfg.policy.temperature, seed=cfg.seed)
+        if cfg.policy.lora_rank > 0:
+            policy.enable_lora(cfg.policy.lora_rank, cfg.policy.lora_alpha)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.algo.lr, weight_decay=cfg.algo.weight_decay)
+    start, history, evals = 0, [], []
+    if ckpt is not None:
+        state = load_trainer_state(ckpt, optimizer)
+        start, history, evals = int(state["iteration"]), state["history"], state["evals"]
+        policy.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
+        print(f"resuming {out} at iteration {start}", file=sys.stderr)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
+    estimator = get_advantage_estimator(cfg.algo.advantage)
+    cameras = policy.config.cameras
+    env_cfg = EnvConfig(suite=cfg.suite, task=cfg.task, cameras=cameras, image_size=policy.config.image_size)
+    writer = SummaryWriter(str(out / "tb"))
+    bad_updates = 0
+
+    with EnvPool(env_cfg, cfg.rollout.group_size, timeout_s=cfg.rollout.worker_timeout_s) as pool:
+        task = pool.task
+        stages = task_stages(task, cfg.reward)
+        kp_file = out / "keyposes.json"
+        keyposes = Keyposes.from_dict(json.loads(kp_file.read_text())) if kp_file.exists() else task_keyposes(cfg, task, stages)
+        kp_file.write_text(json.dumps(keyposes.to_dict(), indent=2))
+        evaluator = StageEvaluator(task, stages, keyposes, StageRewardParams(cfg.reward.sigma, cfg.reward.shaping_weight))
+        sampler = FixedTemperature(policy, policy.config.temperature)
+
+        def run_eval(iteration: int) -> None:
+            ecfg = EvalConfig(suite=cfg.suite, tasks=(task.task_id,), init_states=cfg.eval_init_states,
+                              num_envs=pool.num_envs, max_steps=cfg.rollout.max_steps,
+                              temperature=policy.config.eval_temperature, out=str(out / "eval" / f"iter_{iteration:04d}"))
+            summary = evaluate(policy, ecfg, pool=pool)
+            evals.append({"iteration": iteration, "success_rate": summary["success_rate"],
+                          "successes": summary["successes"], "episodes": summary["episodes"]})
+            writer.add_scalar("eval/success_rate", summary["success_rate"], iteration)
+
+        if cfg.eval_every and start == 0 and not evals:
+            run_eval(0)  # the starting (SFT) policy on the held-out states
+        bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="tgrpo", unit="iter",
+                   file=sys.stderr)
+        for it in bar:
+            t0 = time.perf_counter()
+            rng = np.random.default_rng([cfg.seed, it])
+            if cfg.rollout.train_init == "random":
+                init, seeds = None, [cfg.seed * 1_000_003 + it] * pool.num_envs
+            else:
+                init, seeds = int(rng.choice(cfg.rollout.train_init_states)), None
+            torch.set_num_threads(1)  # the env workers are busy on the other cores
+            group = rollout_group(pool, sampler, init_state=init, seeds=seeds, stop_rule=cfg.rollout.stop_rule,
+                                  max_steps=cfg.rollout.max_steps)                                        # 1. group
+            t_rollout = time.perf_counter() - t0
+            rewards = dense_rewards(evaluator, group.states, group.mask.numpy(), group.scenes)            # 2. rewards
+            adv = estimator(torch.from_numpy(rewards.rewards), group.mask, a1=cfg.algo.a1, a2=cfg.algo.a2,
+                            eps=cfg.algo.adv_eps)                                                         # 3. advantages
+            torch.set_num_threads(cfg.num_threads)
+            t1 = time.perf_counter()
+            stats = update_policy(policy, optimizer, flatten_group(group, adv, cameras), task.language,
+                                  cfg.algo, rng)                                                          # 4. update
+            t_update = time.perf_counter() - t1
+            bad_updates = bad_updates + 1 if stats.skipped_steps and not stats.optimizer_steps else 0
+            if bad_updates >= MAX_BAD_UPDATES:
+                raise TgrpoError(f"{bad_updates} iterations in a row had only non-finite gradients; stopping. "
+                                 f"The last good checkpoint is in {out / 'checkpoint'}")
+            metrics = group_metrics(group, rewards, adv)                                                  # 5. log
+            metrics.update({f"update/{k}": float(v) for k, v in asdict(stats).items()})
+            env_steps = int(group.lengths.sum())
+            metrics.update({"time/rollout_s": t_rollout, "time/update_s": t_update,
+                            "time/env_steps_per_s": env_steps / t_rollout, "time/learner_steps_per_s":
+                            len(group.actions[group.mask]) * cfg.algo.epochs / max(t_update, 1e-9)})
+            for k, v in metrics.items():
+                writer.add_scalar(k, v, it + 1)
+            history.append({"iteration": it + 1, **metrics})
+            bar.set_postfix(success=f"{metrics['rollout/success_rate']:.2f}", ret=f"{metrics['reward/return_mean']:.1f}",
+                            kl=f"{stats.kl:.3f}")
+            done = it + 1
+            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.iterations):
+                run_eval(done)
+            if done % cfg.save_every == 0 or done == cfg.iterations or done == stop_at:
+                save_checkpoint(out / "checkpoint", policy.save, optimizer, {
+                    "iteration": done, "history": history, "evals": evals,
+                    "generator": policy.generator.get_state().tolist()})
+            if done == stop_at:
+                break
+    writer.close()
+    summary = {"task": task.name, "suite": cfg.suite, "iterations": len(history), "evals": evals,
+               "final_group_success": history[-1]["rollout/success_rate"] if history else None}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

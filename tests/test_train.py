@@ -1,0 +1,97 @@
+"""The TGRPO learner: updates follow the advantages; config errors; a short real run that resumes."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from tgrpo.config import AlgoConfig, TrainConfig, apply_overrides, train_config_from_dict
+from tgrpo.errors import ConfigError
+from tgrpo.policy.config import PolicyConfig, TinyVLASize
+from tgrpo.policy.vla import TinyVLA
+from tgrpo.train import StepBatch, update_policy
+
+SMALL = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32, text_layers=1,
+                    text_heads=2, text_mlp=64)
+INSTR = "pick up the alphabet soup and place it in the basket"
+
+
+def test_update_raises_good_tokens_and_lowers_bad_ones():
+    torch.manual_seed(0)
+    policy = TinyVLA(PolicyConfig(size=SMALL, image_size=32, lora_rank=4))
+    rng = np.random.default_rng(0)
+    images = {"agentview": torch.from_numpy(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))}
+    tokens = torch.randint(0, 256, (16, 7))
+    with torch.no_grad():
+        px, ids, mask = policy.pixel_values(images), *policy.prompt_ids([INSTR] * 16)
+        before = policy.token_logprobs(px, ids, mask, tokens)
+    adv = torch.tensor([1.0] * 8 + [-1.0] * 8)
+    batch = StepBatch(images, tokens, before.clone(), adv, torch.full((16,), 1 / (16 * 7)))
+    algo = AlgoConfig(epochs=4, minibatch_steps=8, microbatch_steps=4, lr=3e-3, beta=0.0)
+    lora_before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
+    stats = update_policy(policy, torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=algo.lr),
+                          batch, INSTR, algo, rng)
+    with torch.no_grad():
+        after = policy.token_logprobs(px, ids, mask, tokens)
+    assert stats.optimizer_steps == 8 and stats.skipped_steps == 0
+    assert (after - before)[:8].mean() > 0.05 and (after - before)[8:].mean() < -0.05
+    assert any(not torch.equal(p, lora_before[n]) for n, p in policy.named_parameters() if p.requires_grad)
+    with torch.no_grad(), policy.reference():  # the base is untouched
+        torch.testing.assert_close(policy.token_logprobs(px, ids, mask, tokens), before, atol=1e-6, rtol=0)
+
+
+def test_non_finite_update_is_skipped_and_weights_kept():
+    policy = TinyVLA(PolicyConfig(size=SMALL, image_size=32, lora_rank=4))
+    images = {"agentview": torch.zeros((4, 32, 32, 3), dtype=torch.uint8)}
+    batch = StepBatch(images, torch.zeros((4, 7), dtype=torch.long), torch.zeros(4, 7),
+                      torch.tensor([float("nan")] * 4), torch.full((4,), 1 / 28))
+    weights = {n: p.detach().clone() for n, p in policy.named_parameters()}
+    stats = update_policy(policy, torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad]), batch,
+                          INSTR, AlgoConfig(epochs=1, beta=0.0), np.random.default_rng(0))
+    assert stats.skipped_steps == 1 and stats.optimizer_steps == 0
+    assert all(torch.equal(p, weights[n]) for n, p in policy.named_parameters())
+
+
+@pytest.mark.parametrize("overrides, pattern", [
+    (["rollout.group_size=1"], "group_size must be >= 2"),
+    (["rollout.group_size=-4"], "group_size must be >= 2"),
+    (["algo.a1=-0.3"], "a1 and algo.a2 must be >= 0"),
+    (["algo.a1=0", "algo.a2=0"], "positive sum"),
+    (["algo.advantage=ppo"], "advantage 'ppo'.*tgrpo, grpo, step"),
+    (["suite=libero_100"], "libero_100"),
+    (["rollout.stop_rule=whenever"], "stop_rule 'whenever'.*first_success, all_done"),
+    (["algo.gamma=0.9"], "unknown config key.*algo.gamma.*valid: algo.advantage"),
+    (["eval_init_states=[50]"], r"eval_init_states entry 50.*0\.\.49"),
+])
+def test_bad_config_values_are_named(overrides, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        train_config_from_dict(apply_overrides({}, overrides))
+
+
+def test_overrides_keep_nested_defaults():
+    cfg = train_config_from_dict(apply_overrides({}, ["policy.checkpoint=runs/sft/best", "algo.a1=0.5", "algo.a2=0.5"]))
+    assert cfg.policy.lora_rank == 16 and cfg.policy.checkpoint == "runs/sft/best" and cfg.algo.a1 == 0.5
+    assert cfg == train_config_from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert TrainConfig().algo.a1 == 0.3 and TrainConfig().rollout.group_size == 4
+
+
+@pytest.mark.sim
+def test_short_training_run_learns_checkpoints_and_resumes(tmp_path):
+    from tgrpo.train import train
+
+    sft = tmp_path / "sft"
+    TinyVLA(PolicyConfig(size=SMALL, image_size=64)).save(sft)
+    base = {"suite": "libero_object", "task": 0, "iterations": 2, "eval_every": 0, "out": str(tmp_path / "run"),
+            "num_threads": 1, "policy": {"checkpoint": str(sft), "lora_rank": 4},
+            "rollout": {"group_size": 2, "max_steps": 6}, "algo": {"epochs": 1, "minibatch_steps": 6}}
+    cfg = train_config_from_dict(base)
+    summary = train(cfg, stop_at=1)
+    assert summary["iterations"] == 1
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["iteration"] == 1 and np.isfinite(state["history"][0]["update/loss"])
+    summary = train(cfg)  # resumes at iteration 1
+    assert summary["iterations"] == 2
+    hist = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())["history"]
+    assert [h["iteration"] for h in hist] == [1, 2] and hist[1]["rollout/length"] == 6
+    assert (tmp_path / "run" / "keyposes.json").exists()
