@@ -91,6 +91,91 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tgrpo.config import apply_overrides, train_config_from_dict
+    from tgrpo.errors import ConfigError
+    from tgrpo.train import train
+
+    data: dict = {}
+    if args.config:
+        try:
+            data = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {args.config}: {exc}") from None
+    flags = {"suite": args.suite, "task": args.task, "demos": args.demos, "out": args.out,
+             "iterations": args.iterations, "seed": args.seed}
+    data.update({k: v for k, v in flags.items() if v is not None})
+    if args.checkpoint:
+        data.setdefault("policy", {})["checkpoint"] = args.checkpoint
+    cfg = train_config_from_dict(apply_overrides(data, args.overrides))
+    summary = train(cfg, resume=not args.no_resume)
+    for e in summary["evals"]:
+        print(f"iteration {e['iteration']:4d}: held-out success {e['successes']}/{e['episodes']} "
+              f"({100 * e['success_rate']:.1f}%)")
+    print(f"run directory: {cfg.out} (checkpoint/, tb/, eval/, summary.json)")
+    return 0
+
+
+def cmd_reward(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from tgrpo.data.hdf5 import DemoFile, default_demo_path
+    from tgrpo.envs.config import EnvConfig
+    from tgrpo.envs.libero_env import LiberoEnv
+    from tgrpo.reward import Keyposes, RewardConfig, StageEvaluator, StageRewardParams, dense_rewards, task_stages
+    from tgrpo.reward.keyposes import extract_keyposes, replay
+
+    cfg = RewardConfig(source=args.source, spec_file=args.spec_file)
+    with LiberoEnv(EnvConfig(suite=args.suite, task=args.task, cameras=())) as env:
+        task = env.task
+        stages = task_stages(task, cfg)
+        print(f"{task.suite} task {task.task_id}: {task.language}")
+        print(f"goal: {' and '.join('(' + ' '.join(p) + ')' for p in task.goal_predicates)}")
+        print(f"stages ({cfg.source}):")
+        for i, st in enumerate(stages):
+            print(f"  {i}: {st.describe()}")
+        keyposes, demo = Keyposes(), None
+        if args.demos:
+            path = default_demo_path(args.demos, task) if not args.demos.endswith(".hdf5") else args.demos
+            with DemoFile(path) as f:
+                demos = [f[i] for i in range(min(len(f), cfg.keypose_demos))]
+            keyposes, demo = extract_keyposes(demos, env, stages), demos[0]
+            print(f"keyposes (mean end-effector offset from the anchor, m; from {path}):")
+        else:
+            print("keyposes: defaults (no --demos)")
+        for kind in ("grasp", "release", "contact"):
+            for name, v in getattr(keyposes, kind).items():
+                n = keyposes.demos.get(f"{kind}:{name}", 0)
+                print(f"  {kind:8s} {name}: {np.round(v, 3).tolist()} ({n} demos)")
+        if args.plot:
+            if demo is None:
+                raise TgrpoError("--plot needs --demos (the reward is plotted along the first demo)")
+            states, scene = replay(demo, env)
+            evaluator = StageEvaluator(task, stages, keyposes, StageRewardParams(cfg.sigma, cfg.shaping_weight))
+            r = dense_rewards(evaluator, states, np.ones((1, len(demo) - 1), bool), [scene])
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(8, 4))
+            for name, values in (("R = f1 + f2", r.rewards), ("f1 (stage)", r.f1), ("f2 (shaping)", r.f2)):
+                ax.plot(values[0], label=name)
+            ax2 = ax.twinx()
+            ax2.step(range(len(r.stage[0])), r.stage[0], color="gray", alpha=0.4, where="post")
+            ax2.set_ylabel("stage reached")
+            ax.set_xlabel("step")
+            ax.set_title(f"{task.suite} task {task.task_id}: dense reward along demo 0")
+            ax.legend(loc="upper left")
+            fig.tight_layout()
+            fig.savefig(args.plot, dpi=100)
+            print(f"plot: {args.plot} (final stage {int(r.stage[0, -1])}/{len(stages)}, return {r.rewards.sum():.1f})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tgrpo", description="TGRPO: online RL fine-tuning of VLA policies on LIBERO")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -136,6 +221,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=0, help="MP4s of the first K episodes per task")
     p.add_argument("--out", default="runs/eval", help="results directory (resumes if episodes.jsonl exists)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="TGRPO fine-tuning of an SFT checkpoint on one task",
+                       description="Any config field can be set as KEY=VALUE, e.g. algo.a1=0.5 rollout.group_size=8 "
+                                   "algo.advantage=grpo (see tgrpo/config.py for every field).")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    p.add_argument("--checkpoint", help="SFT checkpoint directory to start from (policy.checkpoint)")
+    p.add_argument("--config", help="JSON file with a (partial) TrainConfig")
+    p.add_argument("--suite", choices=list(SUITES))
+    p.add_argument("--task", help="task index or name")
+    p.add_argument("--demos", help="demo file/directory of the task (reward keyposes)")
+    p.add_argument("--iterations", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--out", help="run directory (default runs/tgrpo)")
+    p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("reward", help="show a task's reward stages and keyposes; plot the reward along a demo")
+    p.add_argument("--suite", default="libero_object", choices=list(SUITES))
+    p.add_argument("--task", default="0", help="task index or name")
+    p.add_argument("--source", default="bddl", help="stage source: bddl, file or llm")
+    p.add_argument("--spec-file", default=None, help="JSON stage spec for --source file")
+    p.add_argument("--demos", default=None, help="demo root (OUT of collect-demos) or an .hdf5 file")
+    p.add_argument("--plot", default=None, help="PNG path: reward along the first demo")
+    p.set_defaults(func=cmd_reward)
     return parser
 
 

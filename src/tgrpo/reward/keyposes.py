@@ -79,3 +79,13 @@ def average_keyposes(per_demo: Iterable[Keyposes]) -> Keyposes:
 def extract_keyposes(demos: Iterable[Demo], env: LiberoEnv, stages: list[Stage]) -> Keyposes:
     """Average keyposes over ``demos`` (successful demonstrations of ``env``'s task)."""
     return average_keyposes(demo_keyposes(d, env, stages) for d in demos)
+
+
+def replay(demo: Demo, env: LiberoEnv):
+    """Privileged states of a demo, restored step by step: (states with leading dims (1, T), scene)."""
+    from tgrpo.envs.libero_env import PrivilegedState
+
+    if len(demo.states) == 0:
+        raise ValueError("the demo has no recorded simulator states to replay")
+    observations = [env.restore(s) for s in demo.states]
+    return PrivilegedState.stack([PrivilegedState.stack([o.state for o in observations])]), observations[0].scene
