@@ -310,7 +310,16 @@ class LiberoEnv:
                               len(self._init_states) - 1)
         if seed is not None:
             np.random.seed(seed)  # robosuite's placement samplers draw from numpy's global generator
-        self._env.reset()
+        raw = self._env.env
+        # A soft reset samples placements against stale fixture positions: objects that start on a fixture
+        # (libero_spatial's bowl on the stove or cabinet) land off the table. A new placement therefore
+        # needs robosuite's hard reset (model rebuilt, ~1.5 s); a fixed init state overwrites the whole
+        # simulator state, so the soft reset (0.1 s) is exact there.
+        raw.hard_reset = init_state is None
+        try:
+            self._env.reset()
+        finally:
+            raw.hard_reset = False
         # robosuite's gripper integrates its command in `current_action`, which a soft reset keeps: without
         # this, an episode would depend on how the previous one ended.
         gripper = self._env.env.robots[0].gripper
