@@ -176,9 +176,31 @@ def cmd_reward(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pipeline(args: argparse.Namespace) -> int:
+    from tgrpo.pipeline import PipelineConfig, run_pipeline
+
+    cfg = PipelineConfig(suite=args.suite, task=args.task, out=args.out, num_demos=args.num_demos,
+                         sft_steps=args.sft_steps, iterations=args.iterations, eval_every=args.eval_every,
+                         seed=args.seed)
+    run_pipeline(cfg)
+    print(f"report: {args.out}/report.md, {args.out}/learning_curve.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tgrpo", description="TGRPO: online RL fine-tuning of VLA policies on LIBERO")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("pipeline", help="the main job: demos -> SFT -> TGRPO -> evaluation -> report, on one task")
+    p.add_argument("--suite", default="libero_object", choices=list(SUITES))
+    p.add_argument("--task", default="0", help="task index or name")
+    p.add_argument("--out", default="runs/pipeline")
+    p.add_argument("--num-demos", type=int, default=30)
+    p.add_argument("--sft-steps", type=int, default=1500)
+    p.add_argument("--iterations", type=int, default=12)
+    p.add_argument("--eval-every", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("tasks", help="list the tasks of the LIBERO suites")
     p.add_argument("suites", nargs="*", choices=list(SUITES), help="suites to list (default: all four)")
