@@ -16,7 +16,6 @@ from pathlib import Path
 
 from tgrpo.config import train_config_from_dict
 from tgrpo.data.collect import collect_task
-from tgrpo.data.hdf5 import default_demo_path
 from tgrpo.envs.libero_env import resolve_task
 from tgrpo.errors import ConfigError
 from tgrpo.policy.config import PolicyConfig
