@@ -1,0 +1,91 @@
+"""Sampling and training speed of the default policy, with the cores idle or loaded like env workers.
+
+    .venv/bin/python bench/policy_speed.py --batch 4 --threads 1 2 --busy 0 2
+
+``--busy K`` starts K processes that spin on a core each (what MuJoCo workers do during a rollout), to
+show the cost of torch thread oversubscription. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import time
+
+import numpy as np
+import torch
+
+from tgrpo.envs import Observation
+from tgrpo.policy.config import PolicyConfig
+from tgrpo.policy.vla import TinyVLA
+
+INSTR = "pick up the alphabet soup and place it in the basket"
+
+
+def _spin(stop) -> None:
+    x = 0
+    while not stop.is_set():
+        x += 1
+
+
+def time_sample(policy: TinyVLA, batch: int, repeats: int) -> float:
+    rng = np.random.default_rng(0)
+    obs = [Observation(images={"agentview": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)}) for _ in range(batch)]
+    policy.act(obs, INSTR, np.arange(batch))  # warm-up
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        policy.act(obs, INSTR, np.arange(batch))
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def time_train_step(policy: TinyVLA, batch: int, repeats: int) -> float:
+    rng = np.random.default_rng(0)
+    images = {"agentview": rng.integers(0, 256, (batch, 128, 128, 3), dtype=np.uint8)}
+    px, (ids, mask) = policy.pixel_values(images), policy.prompt_ids([INSTR] * batch)
+    bins = torch.randint(0, 256, (batch, 7))
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-4)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        loss = -policy.token_logprobs(px, ids, mask, bins).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times[1:]))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=4, help="sampling batch (the group size)")
+    p.add_argument("--train-batch", type=int, default=32)
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--busy", type=int, nargs="+", default=[0, 2], help="spinning processes standing in for env workers")
+    p.add_argument("--repeats", type=int, default=5)
+    args = p.parse_args()
+    policy = TinyVLA(PolicyConfig())
+    n_params = sum(x.numel() for x in policy.parameters()) / 1e6
+    print(f"tiny-vla, {n_params:.2f} M parameters\n")
+    print(f"| busy cores | torch threads | sample batch {args.batch} (ms) | train step batch {args.train_batch} (s) |")
+    print("|---|---|---|---|")
+    for busy in args.busy:
+        stop = mp.Event()
+        spinners = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(busy)]
+        for s in spinners:
+            s.start()
+        try:
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                sample = time_sample(policy, args.batch, args.repeats)
+                train = time_train_step(policy, args.train_batch, max(2, args.repeats // 2))
+                print(f"| {busy} | {threads} | {1000 * sample:.0f} | {train:.2f} |", flush=True)
+        finally:
+            stop.set()
+            for s in spinners:
+                s.join()
+
+
+if __name__ == "__main__":
+    main()
