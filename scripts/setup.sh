@@ -29,8 +29,17 @@ fi
 stamp=".venv/.tgrpo-installed$extras"
 if [[ ! -f "$stamp" || pyproject.toml -nt "$stamp" ]]; then
   echo "[setup] installing Python packages (first time: a few minutes, about 3 GB)"
-  .venv/bin/pip install -q --disable-pip-version-check "torch==2.13.0"
-  .venv/bin/pip install -q --disable-pip-version-check -e ".$extras"
+  # (the filter drops pip's notes about local index folders some machines configure; errors still show)
+  pip_quiet() {
+    local log status=0
+    log=$(mktemp)
+    .venv/bin/pip install -q --disable-pip-version-check "$@" >"$log" 2>&1 || status=$?
+    grep -v "is ignored: it is neither a file nor a directory" "$log" >&2 || true
+    rm -f "$log"
+    return "$status"
+  }
+  pip_quiet "torch==2.13.0"
+  pip_quiet -e ".$extras"
   touch "$stamp"
 fi
 echo "[setup] ready: $(.venv/bin/python -c 'import torch, tgrpo; print("tgrpo", tgrpo.__version__, "torch", torch.__version__)')"

@@ -139,7 +139,7 @@ def cmd_reward(args: argparse.Namespace) -> int:
             print(f"  {i}: {st.describe()}")
         keyposes, demo = Keyposes(), None
         if args.demos:
-            path = default_demo_path(args.demos, task) if not args.demos.endswith(".hdf5") else args.demos
+            path = default_demo_path(args.demos, task.suite, task.name) if not args.demos.endswith(".hdf5") else args.demos
             with DemoFile(path) as f:
                 demos = [f[i] for i in range(min(len(f), cfg.keypose_demos))]
             keyposes, demo = extract_keyposes(demos, env, stages), demos[0]

@@ -179,7 +179,8 @@ def evaluate(policy, cfg: EvalConfig, cameras: Sequence[str] | None = None, imag
             for start in range(0, len(pending), n):
                 chunk = pending[start:start + n]
                 chunk = chunk + [chunk[-1]] * (n - len(chunk))  # pad the last chunk; duplicates are dropped
-                r = rollout_group(live, actor, init_state=chunk, max_steps=cfg.max_steps, stop_rule="all_done")
+                r = rollout_group(live, actor, init_state=chunk, max_steps=cfg.max_steps, stop_rule="all_done",
+                                  record_images=videos_left > 0)
                 with log.open("a") as fh:
                     for row, init in enumerate(chunk):
                         if (task, init) in done:  # padding duplicate

@@ -30,7 +30,7 @@ def _demo(rng, n):
 def test_write_then_read_back_is_equal(tmp_path, task):
     rng = np.random.default_rng(0)
     demos = [_demo(rng, 5), _demo(rng, 9)]
-    path = default_demo_path(tmp_path, task)
+    path = default_demo_path(tmp_path, task.suite, task.name)
     assert path == tmp_path / "libero_object" / "pick_up_x_demo.hdf5"
     with DemoWriter(path, task, {"camera_heights": 8}) as w:
         for d in demos:

@@ -15,7 +15,7 @@ import numpy as np
 from tqdm import tqdm
 
 from tgrpo.envs.config import EnvConfig
-from tgrpo.envs.libero_env import Observation, axis_angle_from_quat, resolve_task
+from tgrpo.envs.libero_env import Observation, axis_angle_from_quat, resolve_task, task_names
 from tgrpo.data.hdf5 import Demo, DemoWriter, default_demo_path
 from tgrpo.errors import ConfigError, TgrpoError
 from tgrpo.rollout.engine import rollout_group
@@ -99,13 +99,14 @@ def collect_task(
     if num_demos < 1:
         raise ConfigError(f"num_demos must be at least 1, got {num_demos}")
     task_id = resolve_task(suite, task)
+    name = task_names(suite)[task_id]
+    path = default_demo_path(out_dir, suite, name)
+    if path.exists() and not overwrite:  # decided before any worker starts
+        return CollectResult(task_id, name, path, 0, 0, 0.0, skipped=True)
     max_attempts = max_attempts or 2 * num_demos + 4
     config = EnvConfig(suite=suite, task=task_id, cameras=("agentview", "wrist"), image_size=image_size)
     with EnvPool(config, num_envs=num_envs) as pool:
         info = pool.task
-        path = default_demo_path(out_dir, info)
-        if path.exists() and not overwrite:
-            return CollectResult(task_id, info.name, path, 0, 0, 0.0, skipped=True)
         policy = ExpertGroupPolicy(info)
         env_kwargs = {"camera_heights": image_size, "camera_widths": image_size,
                       "camera_names": ["agentview", "robot0_eye_in_hand"], "control_freq": 20}

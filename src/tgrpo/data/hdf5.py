@@ -73,9 +73,9 @@ class DemoFileInfo:
     total: int
 
 
-def default_demo_path(root: str | os.PathLike, task: TaskInfo) -> Path:
+def default_demo_path(root: str | os.PathLike, suite: str, task_name: str) -> Path:
     """LIBERO's naming: ``<root>/<suite>/<task name>_demo.hdf5``."""
-    return Path(root) / task.suite / f"{task.name}_demo.hdf5"
+    return Path(root) / suite / f"{task_name}_demo.hdf5"
 
 
 class DemoWriter:
