@@ -21,8 +21,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
-from tgrpo.data.collect import DATASET_IMAGE_KEYS
-from tgrpo.data.hdf5 import DemoFile
+from tgrpo.data.hdf5 import DATASET_IMAGE_KEYS, DemoFile
 from tgrpo.errors import ConfigError, DatasetError
 from tgrpo.policy.config import PolicyConfig
 from tgrpo.policy.normalization import ActionNormalizer

@@ -16,15 +16,11 @@ from tqdm import tqdm
 
 from tgrpo.envs.config import EnvConfig
 from tgrpo.envs.libero_env import Observation, axis_angle_from_quat, resolve_task, task_names
-from tgrpo.data.hdf5 import Demo, DemoWriter, default_demo_path
+from tgrpo.data.hdf5 import DATASET_IMAGE_KEYS, Demo, DemoWriter, default_demo_path
 from tgrpo.errors import ConfigError, TgrpoError
 from tgrpo.rollout.engine import rollout_group
 from tgrpo.rollout.types import GroupRollout, PolicyStep
 from tgrpo.rollout.workers import EnvPool
-
-# Our camera names -> LIBERO dataset keys.
-DATASET_IMAGE_KEYS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
-
 
 class ExpertGroupPolicy:
     """Runs one scripted expert per environment of a group (the rollout engine's policy interface)."""

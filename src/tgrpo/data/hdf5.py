@@ -37,6 +37,8 @@ from tgrpo.errors import DatasetError
 # The observation keys a policy needs; the reader insists on these.
 REQUIRED_OBS_KEYS = ("agentview_rgb", "eye_in_hand_rgb", "ee_pos", "ee_ori", "gripper_states", "joint_states")
 IMAGE_CONVENTION = "opengl"  # robosuite's default: images are stored upside down
+# Our camera names -> LIBERO dataset keys.
+DATASET_IMAGE_KEYS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
 
 
 @dataclass
