@@ -122,7 +122,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_reward(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from tgrpo.data.hdf5 import DemoFile, default_demo_path
+    from tgrpo.data.hdf5 import load_task_demos
     from tgrpo.envs.config import EnvConfig
     from tgrpo.envs.libero_env import LiberoEnv
     from tgrpo.reward import Keyposes, RewardConfig, StageEvaluator, StageRewardParams, dense_rewards, task_stages
@@ -139,9 +139,7 @@ def cmd_reward(args: argparse.Namespace) -> int:
             print(f"  {i}: {st.describe()}")
         keyposes, demo = Keyposes(), None
         if args.demos:
-            path = default_demo_path(args.demos, task.suite, task.name) if not args.demos.endswith(".hdf5") else args.demos
-            with DemoFile(path) as f:
-                demos = [f[i] for i in range(min(len(f), cfg.keypose_demos))]
+            path, demos = load_task_demos(args.demos, task, cfg.keypose_demos)
             keyposes, demo = extract_keyposes(demos, env, stages), demos[0]
             print(f"keyposes (mean end-effector offset from the anchor, m; from {path}):")
         else:

@@ -27,10 +27,10 @@ from tgrpo.algo.advantages import get_advantage_estimator
 from tgrpo.algo.loss import tgrpo_loss, token_weights
 from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
 from tgrpo.config import TrainConfig
-from tgrpo.data.hdf5 import DemoFile
+from tgrpo.data.hdf5 import load_task_demos
 from tgrpo.envs.config import EnvConfig
 from tgrpo.envs.libero_env import LiberoEnv, TaskInfo
-from tgrpo.errors import DatasetError, TgrpoError
+from tgrpo.errors import TgrpoError
 from tgrpo.evaluation import EvalConfig, FixedTemperature, evaluate
 from tgrpo.policy.registry import load_policy
 from tgrpo.reward.dense import DenseRewards, Keyposes, StageEvaluator, StageRewardParams, dense_rewards
@@ -172,25 +172,14 @@ def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, in
 
 
 def task_keyposes(cfg: TrainConfig, task: TaskInfo, stages) -> Keyposes:
-    """Keyposes from the task's demos (``cfg.demos``: a file or a directory searched for the task's file)."""
+    """Keyposes from the task's demos (``cfg.demos``: a file, or a directory holding the task's file)."""
     if not cfg.demos:
         print("warning: no demos given (--demos); keyposes use defaults (object origin, 8 cm above target)",
               file=sys.stderr)
         return Keyposes()
-    from tgrpo.sft import demo_files
-
-    files = [f for f in demo_files([cfg.demos]) if _instruction(f) == task.language]
-    if not files:
-        raise DatasetError(f"no demo file for task '{task.language}' under {cfg.demos}; "
-                           f"collect them with `tgrpo collect-demos --suite {task.suite} --tasks {task.task_id}`")
-    with DemoFile(files[0]) as f, LiberoEnv(EnvConfig(suite=task.suite, task=task.task_id, cameras=())) as env:
-        demos = [f[i] for i in range(min(len(f), cfg.reward.keypose_demos))]
+    _, demos = load_task_demos(cfg.demos, task, cfg.reward.keypose_demos)
+    with LiberoEnv(EnvConfig(suite=task.suite, task=task.task_id, cameras=())) as env:
         return extract_keyposes(demos, env, stages)
-
-
-def _instruction(path: Path) -> str:
-    with DemoFile(path) as f:
-        return f.info.language_instruction
 
 
 def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tensor) -> dict[str, float]:

@@ -75,3 +75,21 @@ def test_missing_and_malformed_files_are_named(tmp_path, task):
         del raw["data/demo_0/obs/joint_states"]
     with pytest.raises(DatasetError, match="d.hdf5: /data/demo_0/obs has no 'joint_states' dataset"):
         DemoFile(path)[0]
+
+
+def test_task_demo_file_is_found_by_name_or_instruction(tmp_path, task):
+    from tgrpo.data.hdf5 import find_task_demo_file, load_task_demos
+
+    other = tmp_path / "misc" / "renamed.hdf5"
+    with DemoWriter(other, task) as w:
+        for n in (3, 4, 5):
+            w.add(_demo(np.random.default_rng(n), n))
+    assert find_task_demo_file(tmp_path, task) == other  # found by its instruction
+    named = default_demo_path(tmp_path, task.suite, task.name)
+    with DemoWriter(named, task) as w:
+        w.add(_demo(np.random.default_rng(0), 2))
+    assert find_task_demo_file(tmp_path, task) == named  # LIBERO's name wins
+    path, demos = load_task_demos(other, task, limit=2)
+    assert path == other and [len(d) for d in demos] == [3, 4]
+    with pytest.raises(DatasetError, match="no demo file for task 'pick up x'.*collect-demos --suite libero_object --tasks 2"):
+        find_task_demo_file(tmp_path / "misc" / "empty", task)

@@ -233,3 +233,27 @@ class DemoFile:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def find_task_demo_file(path: str | os.PathLike, task: TaskInfo) -> Path:
+    """The demo file of ``task``: ``path`` itself if it is a file, else LIBERO's name under ``path``, else
+    the first ``*.hdf5`` below ``path`` whose instruction is the task's."""
+    root = Path(path)
+    if root.is_file():
+        return root
+    named = default_demo_path(root, task.suite, task.name)
+    if named.exists():
+        return named
+    for candidate in sorted(root.rglob("*.hdf5")) if root.is_dir() else []:
+        with DemoFile(candidate) as f:
+            if f.info.language_instruction == task.language:
+                return candidate
+    raise DatasetError(f"no demo file for task '{task.language}' under {root}; collect them with "
+                       f"`tgrpo collect-demos --suite {task.suite} --tasks {task.task_id}`")
+
+
+def load_task_demos(path: str | os.PathLike, task: TaskInfo, limit: int) -> tuple[Path, list[Demo]]:
+    """The first ``limit`` demos of ``task``'s demo file (see :func:`find_task_demo_file`)."""
+    found = find_task_demo_file(path, task)
+    with DemoFile(found) as f:
+        return found, [f[i] for i in range(min(len(f), limit))]
