@@ -15,7 +15,6 @@ import time
 import numpy as np
 import torch
 
-from tgrpo.envs import Observation
 from tgrpo.policy.config import PolicyConfig
 from tgrpo.policy.vla import TinyVLA
 
@@ -28,28 +27,37 @@ def _spin(stop) -> None:
         x += 1
 
 
+def _images(policy: TinyVLA, batch: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {c: rng.integers(0, 256, (batch, 128, 128, 3), dtype=np.uint8) for c in policy.config.cameras}
+
+
 def time_sample(policy: TinyVLA, batch: int, repeats: int) -> float:
+    """One batched sampling call as in a rollout step: input preparation, the encoder, 7 KV-cached tokens."""
     rng = np.random.default_rng(0)
-    obs = [Observation(images={"agentview": rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)}) for _ in range(batch)]
-    policy.act(obs, INSTR, np.arange(batch))  # warm-up
+    images, proprio = _images(policy, batch, rng), rng.normal(size=(batch, 8))
+
+    def step():
+        policy.sample(policy.inputs(images, [INSTR] * batch, proprio), temperature=1.0)
+
+    step()  # warm-up
     times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        policy.act(obs, INSTR, np.arange(batch))
+        step()
         times.append(time.perf_counter() - t0)
     return float(np.median(times))
 
 
 def time_train_step(policy: TinyVLA, batch: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
-    images = {"agentview": rng.integers(0, 256, (batch, 128, 128, 3), dtype=np.uint8)}
-    px, (ids, mask) = policy.pixel_values(images), policy.prompt_ids([INSTR] * batch)
+    # the learner encodes a group's images once with the frozen encoder, then trains on the features
+    inputs = policy.encode(policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8))))
     bins = torch.randint(0, 256, (batch, 7))
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-4)
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
-        loss = -policy.token_logprobs(px, ids, mask, bins).mean()
+        loss = -policy.token_logprobs(inputs, bins).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -17,38 +17,43 @@ SMALL = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp
 INSTR = "pick up the alphabet soup and place it in the basket"
 
 
+def _inputs(policy, images, n, seed=0):
+    proprio = np.random.default_rng(seed).normal(size=(n, 8))
+    return policy.encode(policy.inputs(images, [INSTR] * n, proprio))
+
+
 def test_update_raises_good_tokens_and_lowers_bad_ones():
     torch.manual_seed(0)
     policy = TinyVLA(PolicyConfig(size=SMALL, image_size=32, lora_rank=4))
     rng = np.random.default_rng(0)
-    images = {"agentview": torch.from_numpy(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8))}
+    images = {c: torch.from_numpy(rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)) for c in ("agentview", "wrist")}
     tokens = torch.randint(0, 256, (16, 7))
+    inputs = _inputs(policy, images, 16)
     with torch.no_grad():
-        px, ids, mask = policy.pixel_values(images), *policy.prompt_ids([INSTR] * 16)
-        before = policy.token_logprobs(px, ids, mask, tokens)
+        before = policy.token_logprobs(inputs, tokens)
     adv = torch.tensor([1.0] * 8 + [-1.0] * 8)
-    batch = StepBatch(images, tokens, before.clone(), adv, torch.full((16,), 1 / (16 * 7)))
+    batch = StepBatch(inputs, tokens, before.clone(), adv, torch.full((16,), 1 / (16 * 7)))
     algo = AlgoConfig(epochs=4, minibatch_steps=8, microbatch_steps=4, lr=3e-3, beta=0.0)
     lora_before = {n: p.detach().clone() for n, p in policy.named_parameters() if p.requires_grad}
     stats = update_policy(policy, torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=algo.lr),
-                          batch, INSTR, algo, rng)
+                          batch, algo, rng)
     with torch.no_grad():
-        after = policy.token_logprobs(px, ids, mask, tokens)
+        after = policy.token_logprobs(inputs, tokens)
     assert stats.optimizer_steps == 8 and stats.skipped_steps == 0
     assert (after - before)[:8].mean() > 0.05 and (after - before)[8:].mean() < -0.05
     assert any(not torch.equal(p, lora_before[n]) for n, p in policy.named_parameters() if p.requires_grad)
     with torch.no_grad(), policy.reference():  # the base is untouched
-        torch.testing.assert_close(policy.token_logprobs(px, ids, mask, tokens), before, atol=1e-6, rtol=0)
+        torch.testing.assert_close(policy.token_logprobs(inputs, tokens), before, atol=1e-6, rtol=0)
 
 
 def test_non_finite_update_is_skipped_and_weights_kept():
     policy = TinyVLA(PolicyConfig(size=SMALL, image_size=32, lora_rank=4))
-    images = {"agentview": torch.zeros((4, 32, 32, 3), dtype=torch.uint8)}
-    batch = StepBatch(images, torch.zeros((4, 7), dtype=torch.long), torch.zeros(4, 7),
+    images = {c: torch.zeros((4, 32, 32, 3), dtype=torch.uint8) for c in ("agentview", "wrist")}
+    batch = StepBatch(_inputs(policy, images, 4), torch.zeros((4, 7), dtype=torch.long), torch.zeros(4, 7),
                       torch.tensor([float("nan")] * 4), torch.full((4,), 1 / 28))
     weights = {n: p.detach().clone() for n, p in policy.named_parameters()}
     stats = update_policy(policy, torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad]), batch,
-                          INSTR, AlgoConfig(epochs=1, beta=0.0), np.random.default_rng(0))
+                          AlgoConfig(epochs=1, beta=0.0), np.random.default_rng(0))
     assert stats.skipped_steps == 1 and stats.optimizer_steps == 0
     assert all(torch.equal(p, weights[n]) for n, p in policy.named_parameters())
 

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from tgrpo.envs.suites import SUITES
 from tgrpo.errors import TgrpoError
+from tgrpo.policy.config import VISION_ENCODERS
 
 
 def _task_list(text: str) -> list[str]:
@@ -66,8 +67,9 @@ def cmd_sft(args: argparse.Namespace) -> int:
     from tgrpo.policy.config import PolicyConfig
     from tgrpo.sft import SFTConfig, train_sft
 
-    policy = PolicyConfig(cameras=tuple(args.cameras), image_size=args.image_size, seed=args.seed,
-                          checkpoint=args.init_checkpoint)
+    policy = PolicyConfig(cameras=tuple(args.cameras) if args.cameras else None, image_size=args.image_size,
+                          seed=args.seed, checkpoint=args.init_checkpoint, vision=args.vision,
+                          proprio=False if args.no_proprio else None)
     cfg = SFTConfig(data=tuple(args.data), out=args.out, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                     max_demos=args.max_demos, num_threads=args.num_threads, seed=args.seed, policy=policy)
     summary = train_sft(cfg, resume=not args.no_resume)
@@ -222,7 +224,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--max-demos", type=int, default=None, help="use at most this many demos per file")
-    p.add_argument("--cameras", nargs="+", default=["agentview"], help="cameras the policy sees")
+    p.add_argument("--cameras", nargs="+", default=None, help="cameras the policy sees (default: agentview wrist)")
+    p.add_argument("--vision", default="efficientnet-lite0", choices=list(VISION_ENCODERS),
+                   help="vision encoder: pretrained EfficientNet-Lite0 (frozen) or a SigLIP ViT from scratch")
+    p.add_argument("--no-proprio", action="store_true", help="do not give the policy proprioception")
     p.add_argument("--image-size", type=int, default=128)
     p.add_argument("--init-checkpoint", default=None, help="fine-tune this checkpoint instead of a fresh model")
     p.add_argument("--num-threads", type=int, default=2)

@@ -25,7 +25,7 @@ from tgrpo.data.hdf5 import DATASET_IMAGE_KEYS, DemoFile
 from tgrpo.errors import ConfigError, DatasetError
 from tgrpo.policy.config import PolicyConfig
 from tgrpo.policy.normalization import ActionNormalizer
-from tgrpo.policy.vla import TinyVLA
+from tgrpo.policy.vla import LlavaVLA, PolicyInputs, TinyVLA
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,8 @@ class SFTConfig:
         val_fraction: share of each file's demos held out for validation (at least one when a file has 2+).
         eval_every: steps between validation passes (and best-checkpoint updates).
         save_every: steps between checkpoints (for resuming).
-        augment_shift: random image shift in pixels (DrQ-style pad-and-crop); 0 disables.
+        augment_shift: random image shift in pixels (DrQ-style pad-and-crop) when the vision encoder
+            trains; a frozen encoder's features are cached once, without augmentation. 0 disables.
         max_demos: use at most this many demos per file (None: all).
         num_threads: torch CPU threads.
         seed: seed of the split, the batches, the augmentation and the model initialisation.
@@ -101,32 +102,37 @@ class DemoRows:
     """All (observation, action) rows of a set of demos, in memory.
 
     Attributes:
-        images: camera -> (M, H, W, 3) uint8.
+        images: camera -> (M, H, W, 3) uint8 (emptied once ``features`` are cached).
+        proprio: (M, 8) float32 raw proprioception (ee_pos, ee_ori, gripper_states).
         actions: (M, 7) float32 raw actions.
         instruction: (M,) int64 index into ``instructions``.
         demo: (M,) int64 global demo index.
         instructions: the distinct instructions.
+        features: (M, C, P, D) float16 output of a frozen vision encoder, or None (see :func:`cache_features`).
     """
 
     images: dict[str, np.ndarray]
+    proprio: np.ndarray
     actions: np.ndarray
     instruction: np.ndarray
     demo: np.ndarray
     instructions: list[str]
+    features: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.actions)
 
     def subset(self, rows: np.ndarray) -> "DemoRows":
-        return DemoRows({c: v[rows] for c, v in self.images.items()}, self.actions[rows], self.instruction[rows],
-                        self.demo[rows], self.instructions)
+        return DemoRows({c: v[rows] for c, v in self.images.items()}, self.proprio[rows], self.actions[rows],
+                        self.instruction[rows], self.demo[rows], self.instructions,
+                        None if self.features is None else self.features[torch.as_tensor(rows)])
 
 
 def load_rows(files: list[Path], cameras: tuple[str, ...], val_fraction: float, seed: int,
               max_demos: int | None = None) -> tuple[DemoRows, DemoRows]:
     """Read demos into train and validation rows, split by whole demos within each file."""
     rng = np.random.default_rng(seed)
-    parts: dict[str, list] = {"img": [], "act": [], "ins": [], "demo": [], "val": []}
+    parts: dict[str, list] = {"img": [], "prop": [], "act": [], "ins": [], "demo": [], "val": []}
     instructions: list[str] = []
     demo_id = 0
     for path in tqdm(files, desc="loading demos", unit="file", file=sys.stderr, leave=False):
@@ -140,6 +146,7 @@ def load_rows(files: list[Path], cameras: tuple[str, ...], val_fraction: float, 
             for k in range(n):
                 demo = f[k]
                 parts["img"].append({c: demo.obs[DATASET_IMAGE_KEYS[c]] for c in cameras})
+                parts["prop"].append(demo.proprio)
                 parts["act"].append(demo.actions)
                 parts["ins"].append(np.full(len(demo), ins))
                 parts["demo"].append(np.full(len(demo), demo_id))
@@ -147,6 +154,7 @@ def load_rows(files: list[Path], cameras: tuple[str, ...], val_fraction: float, 
                 demo_id += 1
     rows = DemoRows(
         images={c: np.concatenate([d[c] for d in parts["img"]]) for c in cameras},
+        proprio=np.concatenate(parts["prop"]).astype(np.float32),
         actions=np.concatenate(parts["act"]).astype(np.float32),
         instruction=np.concatenate(parts["ins"]).astype(np.int64),
         demo=np.concatenate(parts["demo"]).astype(np.int64),
@@ -154,6 +162,24 @@ def load_rows(files: list[Path], cameras: tuple[str, ...], val_fraction: float, 
     )
     is_val = np.concatenate(parts["val"])
     return rows.subset(np.flatnonzero(~is_val)), rows.subset(np.flatnonzero(is_val))
+
+
+@torch.no_grad()
+def cache_features(policy: LlavaVLA, rows: DemoRows, chunk: int = 128) -> DemoRows:
+    """Run the policy's frozen vision encoder over every row once; the images are dropped afterwards.
+
+    Returns ``rows`` unchanged when the encoder trains. Stored as float16 (about 30 KB per row with two
+    cameras at 128 px, stride 16).
+    """
+    if not policy.frozen_vision or len(rows) == 0:
+        return rows
+    feats = []
+    for start in tqdm(range(0, len(rows), chunk), desc="encoding images", unit="batch", file=sys.stderr, leave=False):
+        index = np.arange(start, min(start + chunk, len(rows)))
+        px = policy.pixel_values({c: rows.images[c][index] for c in policy.config.cameras})
+        f = policy.core.vision(px)
+        feats.append(f.reshape(len(index), -1, *f.shape[1:]).to(torch.float16))
+    return dataclasses.replace(rows, images={}, features=torch.cat(feats))
 
 
 def random_shift(x: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.Tensor:
@@ -166,27 +192,37 @@ def random_shift(x: torch.Tensor, pad: int, rng: np.random.Generator) -> torch.T
     return torch.stack([padded[i, :, dy:dy + size, dx:dx + size] for i, (dy, dx) in enumerate(offsets)])
 
 
-def batch_inputs(policy: TinyVLA, rows: DemoRows, index: np.ndarray, shift: int = 0,
-                 rng: np.random.Generator | None = None):
-    """Model inputs and target bins for rows ``index``: (pixel_values, input_ids, attention_mask, bins)."""
-    px = policy.pixel_values({c: rows.images[c][index] for c in policy.config.cameras})
-    if shift and rng is not None:
-        px = random_shift(px, shift, rng)
+def batch_inputs(policy: LlavaVLA, rows: DemoRows, index: np.ndarray, shift: int = 0,
+                 rng: np.random.Generator | None = None) -> tuple[PolicyInputs, torch.Tensor]:
+    """Model inputs and (B, 7) target bins for rows ``index``.
+
+    Uses the cached features when ``rows`` has them (no augmentation: the encoder is frozen), else the
+    images with a random shift of ``shift`` pixels.
+    """
     ids, mask = policy.prompt_ids([rows.instructions[i] for i in rows.instruction[index]])
+    proprio = policy.proprio_values(rows.proprio[index])
+    if rows.features is not None:
+        feats = rows.features[torch.as_tensor(index)].flatten(0, 1).float()
+        inputs = PolicyInputs(ids, mask, features=feats, proprio=proprio)
+    else:
+        px = policy.pixel_values({c: rows.images[c][index] for c in policy.config.cameras})
+        if shift and rng is not None:
+            px = random_shift(px, shift, rng)
+        inputs = PolicyInputs(ids, mask, pixels=px, proprio=proprio)
     bins = torch.from_numpy(policy.action_tokenizer.encode(policy.normalizer.normalize(rows.actions[index])))
-    return px, ids, mask, bins
+    return inputs, bins
 
 
 @torch.no_grad()
-def evaluate_rows(policy: TinyVLA, rows: DemoRows, batch_size: int = 64) -> dict[str, float]:
+def evaluate_rows(policy: LlavaVLA, rows: DemoRows, batch_size: int = 64) -> dict[str, float]:
     """Validation metrics: token NLL, token accuracy, and L1 error of the greedy action (normalised units)."""
     policy.eval()
     nll, acc, l1, count = 0.0, 0.0, 0.0, 0
     for start in range(0, len(rows), batch_size):
         index = np.arange(start, min(start + batch_size, len(rows)))
-        px, ids, mask, bins = batch_inputs(policy, rows, index)
-        greedy, _ = policy.sample(px, ids, mask, temperature=0.0)
-        logp = policy.token_logprobs(px, ids, mask, bins, temperature=1.0)
+        inputs, bins = batch_inputs(policy, rows, index)
+        greedy, _ = policy.sample(inputs, temperature=0.0)
+        logp = policy.token_logprobs(inputs, bins, temperature=1.0)
         nll += float(-logp.sum())
         acc += float((greedy == bins).float().sum())
         centers = torch.from_numpy(policy.action_tokenizer.decode(greedy.numpy()))
@@ -225,7 +261,9 @@ def train_sft(cfg: SFTConfig, resume: bool = True, stop_at: int | None = None) -
     elif cfg.policy.checkpoint:
         policy = TinyVLA.load(cfg.policy.checkpoint)
     else:
-        policy = TinyVLA(cfg.policy, normalizer=ActionNormalizer.fit(train.actions))
+        proprio = ActionNormalizer.fit(train.proprio, gripper_dim=None) if cfg.policy.proprio else None
+        policy = TinyVLA(cfg.policy, normalizer=ActionNormalizer.fit(train.actions), proprio_normalizer=proprio)
+    train, val = cache_features(policy, train), cache_features(policy, val)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, best = 0, float("inf")
@@ -247,10 +285,10 @@ def train_sft(cfg: SFTConfig, resume: bool = True, stop_at: int | None = None) -
     for step in bar:
         rng = np.random.default_rng([cfg.seed, step])
         index = rng.integers(0, len(train), size=cfg.batch_size)
-        px, ids, mask, bins = batch_inputs(policy, train, index, cfg.augment_shift, rng)
+        inputs, bins = batch_inputs(policy, train, index, cfg.augment_shift, rng)
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss = -policy.token_logprobs(px, ids, mask, bins, temperature=1.0).mean()
+        loss = -policy.token_logprobs(inputs, bins, temperature=1.0).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)

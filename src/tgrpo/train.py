@@ -33,6 +33,7 @@ from tgrpo.envs.libero_env import LiberoEnv, TaskInfo
 from tgrpo.errors import TgrpoError
 from tgrpo.evaluation import EvalConfig, FixedTemperature, evaluate
 from tgrpo.policy.registry import load_policy
+from tgrpo.policy.vla import PolicyInputs
 from tgrpo.reward.dense import DenseRewards, Keyposes, StageEvaluator, StageRewardParams, dense_rewards
 from tgrpo.reward.keyposes import extract_keyposes
 from tgrpo.reward.sources import task_stages
@@ -48,14 +49,14 @@ class StepBatch:
     """The valid steps of a group, flattened for the learner. B = number of valid steps.
 
     Attributes:
-        images: camera -> (B, H, W, 3) uint8.
+        inputs: the policy's inputs of the B observations (vision features cached when the encoder is frozen).
         tokens: (B, 7) int64 sampled action bins.
         old_logp: (B, 7) log pi_old of the tokens (from sampling).
         adv: (B,) advantage of each step.
         weights: (B,) per-token weight ``1 / (N * 7 * len_i)``.
     """
 
-    images: dict[str, torch.Tensor]
+    inputs: PolicyInputs
     tokens: torch.Tensor
     old_logp: torch.Tensor
     adv: torch.Tensor
@@ -66,17 +67,20 @@ class StepBatch:
 
     def select(self, index: np.ndarray) -> "StepBatch":
         idx = torch.as_tensor(index)
-        return StepBatch({c: v[idx] for c, v in self.images.items()}, self.tokens[idx], self.old_logp[idx],
-                         self.adv[idx], self.weights[idx])
+        return StepBatch(self.inputs.select(idx), self.tokens[idx], self.old_logp[idx], self.adv[idx],
+                         self.weights[idx])
 
 
-def flatten_group(rollout: GroupRollout, adv: torch.Tensor, cameras: tuple[str, ...]) -> StepBatch:
-    """Gather the valid steps of ``rollout`` with their advantages and token weights."""
+def flatten_group(rollout: GroupRollout, adv: torch.Tensor, policy, instruction: str) -> StepBatch:
+    """Gather the valid steps of ``rollout`` with their advantages and token weights, as policy inputs."""
     if rollout.action_tokens is None or rollout.logprobs is None:
         raise TgrpoError("the rollout has no action tokens/log-probs; TGRPO needs a token policy")
     mask = rollout.mask
+    images = {c: rollout.images[c][mask] for c in policy.config.cameras if c in rollout.images}
+    proprio = rollout.states.proprio[:, :-1][mask.numpy()] if policy.config.proprio else None
+    inputs = policy.encode(policy.inputs(images, [instruction] * int(mask.sum()), proprio))
     return StepBatch(
-        images={c: rollout.images[c][mask] for c in cameras},
+        inputs=inputs,
         tokens=rollout.action_tokens[mask],
         old_logp=rollout.logprobs[mask],
         adv=adv[mask].float(),
@@ -89,12 +93,8 @@ def _chunks(index: np.ndarray, size: int):
         yield index[start:start + size]
 
 
-def _inputs(policy, batch: StepBatch, instruction: str):
-    return (policy.pixel_values(batch.images), *policy.prompt_ids([instruction] * len(batch)))
-
-
 @torch.no_grad()
-def reference_logprobs(policy, batch: StepBatch, instruction: str, microbatch: int) -> torch.Tensor | None:
+def reference_logprobs(policy, batch: StepBatch, microbatch: int) -> torch.Tensor | None:
     """(B, 7) log pi_ref of the sampled tokens: the policy with its LoRA adapter disabled."""
     if not policy.lora_enabled:
         return None
@@ -102,7 +102,7 @@ def reference_logprobs(policy, batch: StepBatch, instruction: str, microbatch: i
     with policy.reference():
         for idx in _chunks(np.arange(len(batch)), microbatch):
             part = batch.select(idx)
-            out.append(policy.token_logprobs(*_inputs(policy, part, instruction), part.tokens).float().cpu())
+            out.append(policy.token_logprobs(part.inputs, part.tokens).float().cpu())
     return torch.cat(out)
 
 
@@ -122,7 +122,7 @@ class UpdateStats:
     skipped_steps: int = 0
 
 
-def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, instruction: str, algo,
+def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, algo,
                   rng: np.random.Generator) -> UpdateStats:
     """K epochs of minibatch updates of the TGRPO objective on one group's steps.
 
@@ -131,7 +131,7 @@ def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, in
     gradient is not finite is skipped with a warning and leaves the weights untouched.
     """
     policy.train()
-    ref = reference_logprobs(policy, batch, instruction, algo.microbatch_steps) if algo.beta > 0 else None
+    ref = reference_logprobs(policy, batch, algo.microbatch_steps) if algo.beta > 0 else None
     params = [p for p in policy.parameters() if p.requires_grad]
     stats = UpdateStats()
     sums: dict[str, float] = {}
@@ -143,7 +143,7 @@ def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, in
             mb_sums: dict[str, float] = {}
             for micro in _chunks(mb, algo.microbatch_steps):
                 part = batch.select(micro)
-                logp, ent = policy.token_logprobs(*_inputs(policy, part, instruction), part.tokens, with_entropy=True)
+                logp, ent = policy.token_logprobs(part.inputs, part.tokens, with_entropy=True)
                 out = tgrpo_loss(logp.float(), part.old_logp, None if ref is None else ref[micro], part.adv,
                                  part.weights * scale, clip_eps=algo.clip_eps, beta=algo.beta, entropy=ent.float())
                 out.loss.backward()
@@ -269,8 +269,8 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
                             eps=cfg.algo.adv_eps)                                                         # 3. advantages
             torch.set_num_threads(cfg.num_threads)
             t1 = time.perf_counter()
-            stats = update_policy(policy, optimizer, flatten_group(group, adv, cameras), task.language,
-                                  cfg.algo, rng)                                                          # 4. update
+            stats = update_policy(policy, optimizer, flatten_group(group, adv, policy, task.language), cfg.algo,
+                                  rng)                                                                    # 4. update
             t_update = time.perf_counter() - t1
             bad_updates = bad_updates + 1 if stats.skipped_steps and not stats.optimizer_steps else 0
             if bad_updates >= MAX_BAD_UPDATES:

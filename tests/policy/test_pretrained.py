@@ -22,7 +22,7 @@ def base_dir(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny-llava")
     text = TextTokenizer.for_libero(SMALL.text_vocab)
-    build_llava(PolicyConfig(size=SMALL, image_size=64), SMALL.text_vocab + 256, text).save_pretrained(str(path))
+    build_llava(PolicyConfig(name="pretrained-vla", size=SMALL, image_size=64), SMALL.text_vocab + 256, text).save_pretrained(str(path))
     tok = PreTrainedTokenizerFast(tokenizer_object=text.tokenizer, bos_token="<s>", eos_token="</s>",
                                   pad_token="[PAD]", unk_token="[UNK]")
     tok.save_pretrained(str(path))
@@ -42,11 +42,12 @@ def test_pretrained_directory_serves_the_policy_contract(base_dir, tmp_path, dty
     assert next(policy.model.parameters()).dtype == getattr(torch, dtype)
     obs = _obs(3)
     step = policy.act(obs, INSTR, np.arange(3))
-    px = policy.pixel_values({"agentview": np.stack([o.images["agentview"] for o in obs])})
-    logp = policy.token_logprobs(px, *policy.prompt_ids([INSTR] * 3), torch.from_numpy(step.action_tokens))
+    inputs = policy.observation_inputs(obs, INSTR)
+    assert policy.encode(inputs) is inputs  # no separable frozen encoder: nothing cached
+    logp = policy.token_logprobs(inputs, torch.from_numpy(step.action_tokens))
     torch.testing.assert_close(logp.float(), torch.from_numpy(step.logprobs), atol=atol, rtol=0)
     with torch.no_grad(), policy.reference():
-        ref = policy.token_logprobs(px, *policy.prompt_ids([INSTR] * 3), torch.from_numpy(step.action_tokens))
+        ref = policy.token_logprobs(inputs, torch.from_numpy(step.action_tokens))
     torch.testing.assert_close(ref.float(), logp.detach().float(), atol=atol, rtol=0)  # adapter is zero at init
     policy.save(tmp_path)
     saved = set(__import__("safetensors.torch", fromlist=["load_file"]).load_file(str(tmp_path / "policy.safetensors")))
@@ -54,7 +55,7 @@ def test_pretrained_directory_serves_the_policy_contract(base_dir, tmp_path, dty
     again = load_policy(tmp_path)
     with torch.no_grad():
         torch.testing.assert_close(
-            again.token_logprobs(px, *again.prompt_ids([INSTR] * 3), torch.from_numpy(step.action_tokens)).float(),
+            again.token_logprobs(inputs, torch.from_numpy(step.action_tokens)).float(),
             logp.detach().float(), atol=atol, rtol=0)
 
 

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 from tgrpo.envs import Observation
+from tgrpo.envs.libero_env import PrivilegedState
 from tgrpo.errors import ConfigError, DatasetError
 from tgrpo.policy.config import PolicyConfig, TinyVLASize
-from tgrpo.policy.vla import TinyVLA
+from tgrpo.policy.normalization import ActionNormalizer
+from tgrpo.policy.vla import PolicyInputs, TinyVLA, merge_patches
 
 SMALL = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32, text_layers=1,
                     text_heads=2, text_mlp=64)
@@ -16,18 +18,84 @@ INSTR = "pick up the alphabet soup and place it in the basket"
 
 @pytest.fixture(scope="module")
 def policy():
+    """The default architecture (pretrained EfficientNet-Lite0, two cameras, proprio) with a tiny LM."""
     torch.set_num_threads(1)
     return TinyVLA(PolicyConfig(size=SMALL, image_size=64))
 
 
+def _state(rng) -> PrivilegedState:
+    quat = rng.normal(size=4)
+    return PrivilegedState(ee_pos=rng.normal(size=3), ee_quat=quat / np.linalg.norm(quat), ee_mat=np.eye(3),
+                           gripper_qpos=rng.uniform(-0.04, 0.04, 2), joint_pos=np.zeros(7),
+                           object_pos=np.zeros((1, 3)), object_quat=np.zeros((1, 4)), articulation_qpos=np.zeros(0),
+                           goal_flags=np.zeros(1, bool), success=np.array(False), sim_state=np.zeros(3))
+
+
 def _obs(n, seed=0):
     rng = np.random.default_rng(seed)
-    return [Observation(images={"agentview": rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)}) for _ in range(n)]
+    return [Observation(images={c: rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for c in ("agentview", "wrist")},
+                        state=_state(rng)) for _ in range(n)]
 
 
 def _batch(policy, obs, instructions):
-    px = policy.pixel_values({"agentview": np.stack([o.images["agentview"] for o in obs])})
-    return (px, *policy.prompt_ids(instructions))
+    images = {c: np.stack([o.images[c] for o in obs]) for c in policy.config.cameras}
+    proprio = np.stack([o.state.proprio for o in obs]) if policy.config.proprio else None
+    return (policy.inputs(images, instructions, proprio),)
+
+
+def test_default_policy_is_pretrained_efficientnet_with_wrist_camera_and_proprio(policy):
+    cfg = policy.config
+    assert cfg.vision == "efficientnet-lite0" and cfg.cameras == ("agentview", "wrist") and cfg.proprio
+    assert policy.frozen_vision and not any(p.requires_grad for p in policy.core.vision.parameters())
+    policy.train()
+    assert not policy.core.vision.training  # frozen batch norms stay in inference mode
+    ids = policy.prompt_ids([INSTR])[0][0].tolist()
+    # 64 px, stride 16 -> 4 x 4 patches, merged 2 x 2 -> 4 tokens per camera, then one proprio token
+    assert ids[:10] == [policy.text.bos_id] + [policy.text.image_id] * 8 + [policy.text.proprio_id]
+    assert PolicyConfig(name="pretrained-vla").cameras == ("agentview",) and not PolicyConfig(name="pretrained-vla").proprio
+
+
+def test_pretrained_encoder_weights_come_from_the_wheel():
+    from tgrpo.policy.vision import EfficientNetLite0Encoder
+
+    a = EfficientNetLite0Encoder(64, pretrained=True)
+    b = EfficientNetLite0Encoder(64, pretrained=False)
+    # ImageNet statistics in the batch norms, not the fresh (0, 1) ones
+    assert not torch.allclose(a.stem[1].running_var, torch.ones_like(a.stem[1].running_var))
+    assert torch.allclose(b.stem[1].running_var, torch.ones_like(b.stem[1].running_var))
+    assert a(torch.zeros(2, 3, 64, 64)).shape == (2, 16, 112)
+
+
+def test_merge_patches_concatenates_each_block():
+    grid = torch.arange(16.0).reshape(1, 16, 1)  # 4 x 4 grid, value = row-major index
+    merged = merge_patches(grid, 2)
+    assert merged.shape == (1, 4, 4)
+    assert merged[0, 0].tolist() == [0, 1, 4, 5] and merged[0, 3].tolist() == [10, 11, 14, 15]
+
+
+def test_cached_features_give_the_same_logprobs(policy):
+    (inputs,) = _batch(policy, _obs(3), [INSTR] * 3)
+    bins = torch.randint(0, 256, (3, 7))
+    encoded = policy.encode(inputs)
+    assert encoded.pixels is None and encoded.features.shape == (6, 16, 112)
+    with torch.no_grad():
+        torch.testing.assert_close(policy.token_logprobs(encoded, bins), policy.token_logprobs(inputs, bins))
+        sub = encoded.select(np.array([2, 0]))
+        torch.testing.assert_close(policy.token_logprobs(sub, bins[[2, 0]]),
+                                   policy.token_logprobs(inputs.select(np.array([2, 0])), bins[[2, 0]]))
+
+
+def test_proprio_changes_the_action_distribution_and_is_required(policy):
+    obs = _obs(1)
+    (inputs,) = _batch(policy, obs, [INSTR])
+    other = PolicyInputs(inputs.input_ids, inputs.attention_mask, pixels=inputs.pixels, proprio=inputs.proprio + 1.0)
+    bins = torch.zeros(1, 7, dtype=torch.long)
+    with torch.no_grad():
+        assert (policy.token_logprobs(inputs, bins) - policy.token_logprobs(other, bins)).abs().max() > 1e-4
+    with pytest.raises(ConfigError, match="proprioception"):
+        policy.inputs({c: obs[0].images[c][None] for c in policy.config.cameras}, [INSTR], None)
+    with pytest.raises(ConfigError, match="camera 'wrist'"):
+        policy.inputs({"agentview": obs[0].images["agentview"][None]}, [INSTR], obs[0].state.proprio[None])
 
 
 def test_sampling_logprobs_equal_teacher_forced_logprobs(policy):
@@ -57,8 +125,9 @@ def test_left_padding_does_not_change_a_row(policy):
 
 def test_images_change_the_action_distribution(policy):
     bins = torch.zeros(1, 7, dtype=torch.long)
-    black = Observation(images={"agentview": np.zeros((64, 64, 3), np.uint8)})
-    white = Observation(images={"agentview": np.full((64, 64, 3), 255, np.uint8)})
+    black, white = _obs(2)
+    black.images["agentview"][:] = 0
+    white.images["agentview"][:] = 255
     a = policy.token_logprobs(*_batch(policy, [black], [INSTR]), bins)
     b = policy.token_logprobs(*_batch(policy, [white], [INSTR]), bins)
     assert (a - b).abs().max() > 1e-4
@@ -95,7 +164,10 @@ def test_reference_needs_lora(policy):
 
 
 def test_save_load_round_trip(tmp_path):
-    policy = TinyVLA(PolicyConfig(size=SMALL, image_size=64, lora_rank=4))
+    rng = np.random.default_rng(0)
+    policy = TinyVLA(PolicyConfig(size=SMALL, image_size=64, lora_rank=4),
+                     normalizer=ActionNormalizer.fit(rng.normal(size=(20, 7))),
+                     proprio_normalizer=ActionNormalizer.fit(rng.normal(size=(20, 8)), gripper_dim=None))
     policy.save(tmp_path)
     loaded = TinyVLA.load(tmp_path)
     batch = _batch(policy, _obs(2), [INSTR] * 2)
@@ -103,6 +175,8 @@ def test_save_load_round_trip(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(policy.token_logprobs(*batch, bins), loaded.token_logprobs(*batch, bins))
     assert loaded.config == policy.config
+    np.testing.assert_allclose(loaded.proprio_normalizer.q99, policy.proprio_normalizer.q99)
+    np.testing.assert_allclose(loaded.normalizer.q01, policy.normalizer.q01)
 
 
 def test_loading_a_checkpoint_of_another_model_is_refused(tmp_path):

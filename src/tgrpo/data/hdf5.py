@@ -38,6 +38,7 @@ from tgrpo.errors import DatasetError
 REQUIRED_OBS_KEYS = ("agentview_rgb", "eye_in_hand_rgb", "ee_pos", "ee_ori", "gripper_states", "joint_states")
 IMAGE_CONVENTION = "opengl"  # robosuite's default: images are stored upside down
 # Our camera names -> LIBERO dataset keys.
+PROPRIO_KEYS = ("ee_pos", "ee_ori", "gripper_states")  # concatenated: the policy's 8-number proprioception
 DATASET_IMAGE_KEYS = {"agentview": "agentview_rgb", "wrist": "eye_in_hand_rgb"}
 
 
@@ -61,6 +62,11 @@ class Demo:
 
     def __len__(self) -> int:
         return int(len(self.actions))
+
+    @property
+    def proprio(self) -> np.ndarray:
+        """(T, 8) float32 ``ee_pos``, ``ee_ori``, ``gripper_states``: what ``PrivilegedState.proprio`` gives live."""
+        return np.concatenate([self.obs[k] for k in PROPRIO_KEYS], axis=-1).astype(np.float32)
 
 
 @dataclass(frozen=True)

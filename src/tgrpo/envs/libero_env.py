@@ -145,6 +145,15 @@ class PrivilegedState:
         """Index every field with the same key over the leading dimensions (e.g. ``s.index((i, t))``)."""
         return type(self)(**{f.name: getattr(self, f.name)[key] for f in fields(self)})
 
+    @property
+    def proprio(self) -> np.ndarray:
+        """(*B, 8) float32 proprioception the policy may see: ee position, ee axis-angle, finger positions.
+
+        The same numbers as LIBERO's dataset keys ``ee_pos``, ``ee_ori`` and ``gripper_states``.
+        """
+        parts = [self.ee_pos, axis_angle_from_quat(self.ee_quat), self.gripper_qpos]
+        return np.concatenate(parts, axis=-1).astype(np.float32)
+
 
 @dataclass(frozen=True)
 class RegionGeometry:

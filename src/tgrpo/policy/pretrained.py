@@ -31,7 +31,9 @@ class PromptEncoder:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.image_id = image_token_id
 
-    def encode_prompt(self, instruction: str, num_image_tokens: int) -> list[int]:
+    def encode_prompt(self, instruction: str, num_image_tokens: int, proprio: bool = False) -> list[int]:
+        if proprio:
+            raise ConfigError("pretrained-vla takes no proprioception: set policy.proprio = false")
         prompt = PROMPT.format(instruction=instruction.lower().strip().rstrip("."))
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return [self.bos_id] + [self.image_id] * num_image_tokens + list(ids)
@@ -54,6 +56,8 @@ class PretrainedVLA(LlavaVLA):
 
         if not config.pretrained:
             raise ConfigError("policy 'pretrained-vla' needs policy.pretrained = a local checkpoint directory")
+        if config.proprio:
+            raise ConfigError("pretrained-vla takes no proprioception: set policy.proprio = false")
         base = Path(config.pretrained)
         if not (base / "config.json").exists():
             raise DatasetError(f"{base} is not a transformers checkpoint directory (no config.json)")

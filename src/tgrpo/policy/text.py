@@ -17,8 +17,8 @@ from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 
-PAD, BOS, EOS, IMAGE, UNK = "[PAD]", "<s>", "</s>", "<image>", "[UNK]"
-SPECIALS = (PAD, BOS, EOS, IMAGE, UNK)
+PAD, BOS, EOS, IMAGE, UNK, PROPRIO = "[PAD]", "<s>", "</s>", "<image>", "[UNK]", "<proprio>"
+SPECIALS = (PAD, BOS, EOS, IMAGE, UNK, PROPRIO)
 # OpenVLA's prompt, lower-cased instruction inside.
 PROMPT = "In: What action should the robot take to {instruction}?\nOut:"
 TOKENIZER_FILE = "tokenizer.json"
@@ -58,11 +58,12 @@ def build_text_tokenizer(texts: list[str], size: int) -> Tokenizer:
 
 
 class TextTokenizer:
-    """Encodes prompts as ``<s> <image>*P prompt-words`` (image tokens after BOS, as in OpenVLA)."""
+    """Encodes prompts as ``<s> <image>*P [<proprio>] prompt-words`` (image tokens after BOS, as in OpenVLA)."""
 
     def __init__(self, tokenizer: Tokenizer):
         self.tokenizer = tokenizer
-        self.pad_id, self.bos_id, self.eos_id, self.image_id, self.unk_id = (tokenizer.token_to_id(t) for t in SPECIALS)
+        self.pad_id, self.bos_id, self.eos_id, self.image_id, self.unk_id, self.proprio_id = (
+            tokenizer.token_to_id(t) for t in SPECIALS)
 
     @classmethod
     def for_libero(cls, size: int) -> "TextTokenizer":
@@ -72,10 +73,10 @@ class TextTokenizer:
     def size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
-    def encode_prompt(self, instruction: str, num_image_tokens: int) -> list[int]:
+    def encode_prompt(self, instruction: str, num_image_tokens: int, proprio: bool = False) -> list[int]:
         prompt = PROMPT.format(instruction=instruction.lower().strip().rstrip("."))
         ids = self.tokenizer.encode(prompt.lower()).ids
-        return [self.bos_id] + [self.image_id] * num_image_tokens + ids
+        return [self.bos_id] + [self.image_id] * num_image_tokens + [self.proprio_id] * proprio + ids
 
     def save(self, directory: str | Path) -> None:
         self.tokenizer.save(str(Path(directory) / TOKENIZER_FILE))

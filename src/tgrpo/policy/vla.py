@@ -1,11 +1,15 @@
-"""The default VLA: an OpenVLA-shaped model built from stock transformers classes, small enough for CPU.
+"""The policy contract, and the default VLA: an OpenVLA-shaped model small enough for CPU.
 
-``LlavaForConditionalGeneration`` with a SigLIP vision tower, Llava's linear-GELU-linear projector and a
-Llama causal LM. The prompt is ``<s> <image>*P In: What action should the robot take to {instruction}?
-Out:`` (image tokens after BOS, as OpenVLA), followed by 7 action tokens decoded autoregressively with a KV
+:class:`LlavaVLA` serves the contract on any Llava-style model (image tokens spliced into the prompt):
+the prompt is ``<s> <image>*P [<proprio>] In: What action should the robot take to {instruction}? Out:``
+(image tokens after BOS, as OpenVLA), followed by 7 action tokens decoded autoregressively with a KV
 cache. Action tokens are the last 256 ids of the vocabulary (OpenVLA's tokenizer); the action head is
 restricted to them, both when sampling and when scoring, so sampling log-probs and teacher-forced
 log-probs are the same distribution.
+
+:class:`TinyVLA`, the CPU default, is :class:`TinyVLAModel`: a vision encoder (ImageNet-pretrained
+EfficientNet-Lite0, frozen, by default; see ``tgrpo.policy.vision``) -> Llava's linear-GELU-linear
+projector -> a Llama causal LM from transformers' config classes, plus one proprioception token.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -30,59 +36,201 @@ from tgrpo.policy.text import TextTokenizer
 from tgrpo.rollout.types import PolicyStep
 
 ACTION_DIM = 7
+PROPRIO_DIM = 8  # ee_pos (3), ee axis-angle (3), finger positions (2)
 WEIGHTS_FILE = "policy.safetensors"
 CONFIG_FILE = "policy.json"
 
 
 def build_llava(config: PolicyConfig, vocab_size: int, special: TextTokenizer) -> nn.Module:
-    """A randomly initialised Llava VLA of ``config.size`` (no download: all from config classes)."""
-    from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
+    """A randomly initialised ``LlavaForConditionalGeneration`` with a SigLIP tower (no download).
+
+    Used to write tiny standard-class checkpoints that exercise the ``pretrained-vla`` path.
+    """
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, SiglipVisionConfig
 
     s = config.size
     patches = (config.image_size // s.patch_size) ** 2
     vision = SiglipVisionConfig(hidden_size=s.vision_width, intermediate_size=s.vision_mlp,
                                 num_hidden_layers=s.vision_layers, num_attention_heads=s.vision_heads,
                                 image_size=config.image_size, patch_size=s.patch_size, vision_use_head=False)
-    text = LlamaConfig(hidden_size=s.text_width, intermediate_size=s.text_mlp, num_hidden_layers=s.text_layers,
+    llava = LlavaConfig(vision_config=vision, text_config=_llama_config(config, vocab_size, special, patches),
+                        image_token_index=special.image_id, image_seq_length=patches,
+                        vision_feature_select_strategy="full", vision_feature_layer=-1, projector_hidden_act="gelu")
+    torch.manual_seed(config.seed)
+    return LlavaForConditionalGeneration(llava)
+
+
+def _llama_config(config: PolicyConfig, vocab_size: int, special: TextTokenizer, patches: int):
+    from transformers import LlamaConfig
+
+    s = config.size
+    return LlamaConfig(hidden_size=s.text_width, intermediate_size=s.text_mlp, num_hidden_layers=s.text_layers,
                        num_attention_heads=s.text_heads, num_key_value_heads=s.text_heads, vocab_size=vocab_size,
                        max_position_embeddings=max(512, 2 * patches * len(config.cameras)),
                        pad_token_id=special.pad_id, bos_token_id=special.bos_id, eos_token_id=special.eos_id)
-    llava = LlavaConfig(vision_config=vision, text_config=text, image_token_index=special.image_id,
-                        image_seq_length=patches, vision_feature_select_strategy="full", vision_feature_layer=-1,
-                        projector_hidden_act="gelu")
-    torch.manual_seed(config.seed)
-    return LlavaForConditionalGeneration(llava)
+
+
+class TinyVLAModel(nn.Module):
+    """Vision encoder -> projector -> Llama LM, with an optional proprioception token.
+
+    ``forward`` takes Llava's arguments; the image tokens of ``input_ids`` (``C * P`` per row, camera by
+    camera) are replaced by the projected vision features plus a learned per-token position embedding,
+    the proprio token by the projected proprioception. ``image_features`` (the encoder's output, cached
+    when the encoder is frozen) may replace ``pixel_values``.
+    """
+
+    def __init__(self, config: PolicyConfig, text: TextTokenizer, vocab_size: int):
+        super().__init__()
+        from transformers import LlamaForCausalLM
+
+        from tgrpo.policy.vision import build_vision_encoder
+
+        torch.manual_seed(config.seed)
+        self.vision = build_vision_encoder(config)
+        width = config.size.text_width
+        self.merge = config.patch_merge
+        grid = math.isqrt(self.vision.num_patches)
+        if grid % self.merge:
+            raise ConfigError(f"patch_merge {self.merge} must divide the {grid} x {grid} feature grid")
+        self.tokens_per_camera = (grid // self.merge) ** 2
+        self.image_tokens = self.tokens_per_camera * len(config.cameras)
+        merged = self.vision.feature_dim * self.merge ** 2
+        # LayerNorm first: a frozen conv trunk's features are not scaled for the LM (values in the tens)
+        self.projector = nn.Sequential(nn.LayerNorm(merged), nn.Linear(merged, width), nn.GELU(), nn.Linear(width, width))
+        self.image_pos = nn.Parameter(0.02 * torch.randn(self.image_tokens, width))
+        self.proprio_projector = (nn.Sequential(nn.Linear(PROPRIO_DIM, width), nn.GELU(), nn.Linear(width, width))
+                                  if config.proprio else None)
+        self.language_model = LlamaForCausalLM(_llama_config(config, vocab_size, text, self.vision.num_patches))
+        self.image_id, self.proprio_id = text.image_id, text.proprio_id
+
+    def lora_targets(self) -> list[str]:
+        """Linear layers LoRA adapts: the LM's attention and MLP and the projectors (not the LM head, not
+        the vision encoder), as OpenVLA's "all-linear" on the language side."""
+        return [n for n, m in self.named_modules()
+                if isinstance(m, nn.Linear) and not n.startswith("vision") and not n.endswith("lm_head")]
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None, past_key_values=None, use_cache: bool = False,
+                logits_to_keep: int = 0, pixel_values: torch.Tensor | None = None,
+                image_features: torch.Tensor | None = None, proprio: torch.Tensor | None = None, **_):
+        embeds = self.language_model.get_input_embeddings()(input_ids)
+        if image_features is None and pixel_values is not None:
+            image_features = self.vision(pixel_values)
+        if image_features is not None:
+            rows = input_ids.shape[0]
+            merged = merge_patches(image_features.to(embeds.dtype), self.merge)
+            img = self.projector(merged).reshape(rows, self.image_tokens, -1) + self.image_pos
+            embeds = _splice(embeds, input_ids == self.image_id, img, "image")
+        if proprio is not None:
+            if self.proprio_projector is None:
+                raise ConfigError("this policy was built without proprioception (policy.proprio = false)")
+            embeds = _splice(embeds, input_ids == self.proprio_id, self.proprio_projector(proprio.to(embeds.dtype)),
+                             "proprio")
+        return self.language_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=position_ids,
+                                   past_key_values=past_key_values, use_cache=use_cache, logits_to_keep=logits_to_keep)
+
+
+def merge_patches(features: torch.Tensor, k: int) -> torch.Tensor:
+    """(N, G*G, D) row-major patch grid -> (N, (G/k)^2, k*k*D): each k x k block concatenated (Qwen2-VL's
+    patch merger), so fewer, wider tokens reach the LM without discarding features."""
+    if k == 1:
+        return features
+    n, p, d = features.shape
+    g = math.isqrt(p)
+    x = features.reshape(n, g // k, k, g // k, k, d).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, (g // k) ** 2, k * k * d)
+
+
+def _splice(embeds: torch.Tensor, where: torch.Tensor, values: torch.Tensor, what: str) -> torch.Tensor:
+    """Replace the embeddings at ``where`` (B, L) by ``values`` (B, K, W), row by row in sequence order."""
+    values = values.reshape(-1, embeds.shape[-1])
+    if int(where.sum()) != len(values):
+        raise ValueError(f"the prompts hold {int(where.sum())} {what} tokens but {len(values)} {what} embeddings "
+                         "were given")
+    return embeds.masked_scatter(where.unsqueeze(-1), values)
+
+
+@dataclass
+class PolicyInputs:
+    """Model inputs of B observations seen through C cameras (one instruction each).
+
+    Attributes:
+        input_ids, attention_mask: (B, L) left-padded prompts.
+        pixels: (B * C, 3, S, S) normalised images (sample-major), or None once encoded into ``features``.
+        features: (B * C, P, D) output of a frozen vision encoder (see :meth:`LlavaVLA.encode`), or None.
+        proprio: (B, 8) normalised proprioception, or None for a policy without it.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixels: torch.Tensor | None = None
+    features: torch.Tensor | None = None
+    proprio: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.input_ids)
+
+    def select(self, index: np.ndarray | torch.Tensor) -> "PolicyInputs":
+        """The rows ``index`` (per observation; camera images stay together)."""
+        idx = torch.as_tensor(index, dtype=torch.long)
+        b = len(self)
+
+        def per_camera(x):
+            return None if x is None else x.reshape(b, -1, *x.shape[1:])[idx].flatten(0, 1)
+
+        return PolicyInputs(self.input_ids[idx], self.attention_mask[idx], per_camera(self.pixels),
+                            per_camera(self.features), None if self.proprio is None else self.proprio[idx])
+
+    def vision_kwargs(self) -> dict[str, torch.Tensor]:
+        """The model's image/proprio keyword arguments (only those present)."""
+        kw = {}
+        if self.features is not None:
+            kw["image_features"] = self.features
+        elif self.pixels is not None:
+            kw["pixel_values"] = self.pixels
+        if self.proprio is not None:
+            kw["proprio"] = self.proprio
+        return kw
 
 
 class LlavaVLA(nn.Module):
     """The policy contract on any Llava-style vision-language model (image tokens spliced into the prompt).
 
-    Rollouts call :meth:`act`; the learner calls :meth:`token_logprobs` on inputs from
-    :meth:`pixel_values` and :meth:`prompt_ids`; :meth:`reference` gives the frozen base policy (LoRA
-    adapter disabled) for the KL term. Subclasses only build the model and write/read checkpoints.
+    Rollouts call :meth:`act`; the learner builds :class:`PolicyInputs` with :meth:`inputs` (and
+    :meth:`encode` to run a frozen vision encoder once) and calls :meth:`token_logprobs`;
+    :meth:`reference` gives the frozen base policy (LoRA adapter disabled) for the KL term. Subclasses
+    only build the model and write/read checkpoints.
 
     Args:
-        model: the transformers model (forward takes input_ids, pixel_values, attention_mask,
-            position_ids, past_key_values, use_cache, logits_to_keep).
+        model: the module (forward takes input_ids, attention_mask, position_ids, past_key_values,
+            use_cache, logits_to_keep and the keywords of :meth:`PolicyInputs.vision_kwargs`).
         text: prompt encoder (``encode_prompt``, ``pad_id``).
         normalizer: action statistics.
         config: the policy config.
         action_vocab_end: the action tokens are ids ``[end - 256, end)`` (OpenVLA: the tokenizer's 32000).
         image_tokens_per_camera: patches per image.
         pixel_mean, pixel_std: per-channel image normalisation of the vision tower (SigLIP: 0.5, 0.5).
+        proprio_normalizer: proprioception statistics, for a policy with ``config.proprio``.
+        frozen_vision: the module's ``vision`` encoder is frozen, so :meth:`encode` may cache its output.
     """
 
     def __init__(self, model: nn.Module, text, normalizer: ActionNormalizer, config: PolicyConfig,
                  action_vocab_end: int, image_tokens_per_camera: int,
-                 pixel_mean: Sequence[float] = (0.5, 0.5, 0.5), pixel_std: Sequence[float] = (0.5, 0.5, 0.5)):
+                 pixel_mean: Sequence[float] = (0.5, 0.5, 0.5), pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
+                 proprio_normalizer: ActionNormalizer | None = None, frozen_vision: bool = False):
         super().__init__()
         self.config = config
         self.text = text
         self.normalizer = normalizer
+        self.proprio_normalizer = proprio_normalizer
+        if config.proprio and proprio_normalizer is None:
+            raise ConfigError("a policy with proprioception needs its statistics (proprio_normalizer)")
         self.vocab_size = action_vocab_end
         self.action_tokenizer = ActionTokenizer()
         self.num_image_tokens = image_tokens_per_camera * len(config.cameras)
         self.model = model.to(device=config.device, dtype=getattr(torch, config.dtype))
+        self.__dict__["core"] = self.model  # the unwrapped module, not registered twice (LoRA injects in place)
+        self.frozen_vision = frozen_vision
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.lora_enabled = False
@@ -96,13 +244,17 @@ class LlavaVLA(nn.Module):
 
     # -- LoRA and the reference policy ---------------------------------------------------------------
 
+    def lora_targets(self) -> str | list[str]:
+        """peft ``target_modules``: every linear layer of a transformers model (OpenVLA's recipe)."""
+        return "all-linear"
+
     def enable_lora(self, rank: int, alpha: int) -> None:
-        """Wrap the model with LoRA adapters on every linear layer (OpenVLA's recipe); freezes the base."""
+        """Wrap the model with LoRA adapters (:meth:`lora_targets`); freezes the base weights."""
         from peft import LoraConfig, get_peft_model
 
         if self.lora_enabled:
             return
-        cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules="all-linear",
+        cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=self.lora_targets(),
                          init_lora_weights="gaussian")
         self.model = get_peft_model(self.model, cfg)
         self.lora_enabled = True
@@ -120,10 +272,10 @@ class LlavaVLA(nn.Module):
     # -- inputs --------------------------------------------------------------------------------------
 
     def pixel_values(self, images: dict[str, np.ndarray | torch.Tensor]) -> torch.Tensor:
-        """camera -> (B, H, W, 3) uint8 LIBERO images -> (B * C, 3, S, S) float in [-1, 1].
+        """camera -> (B, H, W, 3) uint8 LIBERO images -> (B * C, 3, S, S) float, normalised.
 
         Images are rotated 180 degrees (LIBERO renders them upside down; OpenVLA's LIBERO script does the
-        same), resized to ``image_size`` if needed and scaled as SigLIP expects (mean 0.5, std 0.5).
+        same), resized to ``image_size`` if needed and scaled with the vision tower's mean and std.
         """
         per_cam = []
         for cam in self.config.cameras:
@@ -139,7 +291,7 @@ class LlavaVLA(nn.Module):
 
     def prompt_ids(self, instructions: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Left-padded prompt ids and attention mask, both (B, L)."""
-        rows = [self.text.encode_prompt(t, self.num_image_tokens) for t in instructions]
+        rows = [self.text.encode_prompt(t, self.num_image_tokens, self.config.proprio) for t in instructions]
         width = max(map(len, rows))
         ids = torch.full((len(rows), width), self.text.pad_id, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -147,6 +299,34 @@ class LlavaVLA(nn.Module):
             ids[i, width - len(row):] = torch.tensor(row)
             mask[i, width - len(row):] = 1
         return ids.to(self.device), mask.to(self.device)
+
+    def proprio_values(self, proprio: np.ndarray | None) -> torch.Tensor | None:
+        """(B, 8) raw proprioception -> normalised tensor; None for a policy without proprioception."""
+        if not self.config.proprio:
+            return None
+        if proprio is None:
+            raise ConfigError("the policy sees proprioception (policy.proprio) but none was given")
+        proprio = np.asarray(proprio, dtype=np.float32)
+        if proprio.ndim != 2 or proprio.shape[1] != PROPRIO_DIM:
+            raise ConfigError(f"proprioception must be (B, {PROPRIO_DIM}), got shape {proprio.shape}")
+        return torch.from_numpy(self.proprio_normalizer.normalize(proprio)).to(self.device)
+
+    def inputs(self, images: dict[str, np.ndarray | torch.Tensor], instructions: Sequence[str],
+               proprio: np.ndarray | None = None) -> PolicyInputs:
+        """Model inputs for B observations: camera -> (B, H, W, 3) images, B instructions, (B, 8) proprio."""
+        ids, mask = self.prompt_ids(instructions)
+        return PolicyInputs(ids, mask, pixels=self.pixel_values(images), proprio=self.proprio_values(proprio))
+
+    @torch.no_grad()
+    def encode(self, inputs: PolicyInputs, chunk: int = 256) -> PolicyInputs:
+        """Run a frozen vision encoder once, so repeated passes over the same inputs skip it.
+
+        Returns ``inputs`` unchanged when the encoder trains (or the model has no separable encoder).
+        """
+        if not self.frozen_vision or inputs.pixels is None:
+            return inputs
+        feats = torch.cat([self.core.vision(inputs.pixels[i:i + chunk]) for i in range(0, len(inputs.pixels), chunk)])
+        return dataclasses.replace(inputs, pixels=None, features=feats)
 
     def action_ids(self, bins: torch.Tensor) -> torch.Tensor:
         return self.vocab_size - 1 - bins
@@ -157,25 +337,23 @@ class LlavaVLA(nn.Module):
         """Full-vocab logits (..., V) -> (..., 256) over bins 0..255 (bin b is id V-1-b), divided by T."""
         return logits[..., self.vocab_size - NUM_BINS:self.vocab_size].float().flip(-1) / temperature
 
-    def token_logprobs(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                       bins: torch.Tensor, temperature: float | None = None,
+    def token_logprobs(self, inputs: PolicyInputs, bins: torch.Tensor, temperature: float | None = None,
                        with_entropy: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Teacher-forced log pi(bin_k | image, prompt, bins_<k) for the 7 action tokens.
+        """Teacher-forced log pi(bin_k | image, proprio, prompt, bins_<k) for the 7 action tokens.
 
         Args:
-            pixel_values: (B * C, 3, S, S) from :meth:`pixel_values`.
-            input_ids, attention_mask: (B, L) left-padded prompts from :meth:`prompt_ids`.
+            inputs: B observations (:meth:`inputs`).
             bins: (B, 7) int64 action bins.
         Returns:
             (B, 7) log-probs (with gradients), and (B, 7) entropies if ``with_entropy``.
         """
         temperature = self.config.temperature if temperature is None else temperature
         bins = bins.to(self.device)
-        ids = torch.cat([input_ids, self.action_ids(bins)], 1)
-        mask = torch.cat([attention_mask, torch.ones_like(bins)], 1)
+        ids = torch.cat([inputs.input_ids, self.action_ids(bins)], 1)
+        mask = torch.cat([inputs.attention_mask, torch.ones_like(bins)], 1)
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, pixel_values=pixel_values, attention_mask=mask, position_ids=position_ids,
-                         use_cache=False, logits_to_keep=ACTION_DIM + 1)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids, use_cache=False,
+                         logits_to_keep=ACTION_DIM + 1, **inputs.vision_kwargs())
         logits = self._action_logits(out.logits[:, :ACTION_DIM], temperature)  # positions L-1 .. L+5
         logp = logits.log_softmax(-1)
         chosen = logp.gather(-1, bins.unsqueeze(-1)).squeeze(-1)
@@ -184,17 +362,16 @@ class LlavaVLA(nn.Module):
         return chosen
 
     @torch.no_grad()
-    def sample(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-               temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(self, inputs: PolicyInputs, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Decode 7 action bins with a KV cache. ``temperature`` 0 is greedy.
 
         Returns (B, 7) bins and their (B, 7) log-probs at ``self.config.temperature`` (the training
         distribution; for greedy decoding they are reported at that temperature as well).
         """
-        mask = attention_mask
+        mask = inputs.attention_mask
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, pixel_values=pixel_values, attention_mask=mask,
-                         position_ids=position_ids, use_cache=True, logits_to_keep=1)
+        out = self.model(input_ids=inputs.input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                         logits_to_keep=1, **inputs.vision_kwargs())
         cache, next_pos = out.past_key_values, position_ids[:, -1:] + 1
         bins, logps = [], []
         logits = out.logits[:, -1]
@@ -226,16 +403,20 @@ class LlavaVLA(nn.Module):
     def reset(self, num_envs: int) -> None:
         """Stateless between steps (one action per observation); nothing to clear."""
 
+    def observation_inputs(self, observations: Sequence[Observation], instruction: str) -> PolicyInputs:
+        """:meth:`inputs` for live observations sharing one instruction (proprio from their states)."""
+        images = {c: np.stack([o.images[c] for o in observations]) for c in self.config.cameras
+                  if all(c in o.images for o in observations)}
+        proprio = np.stack([o.state.proprio for o in observations]) if self.config.proprio else None
+        return self.inputs(images, [instruction] * len(observations), proprio)
+
     def act(self, observations: Sequence[Observation], instruction: str, env_ids: np.ndarray,
             temperature: float | None = None) -> PolicyStep:
         """Sample actions for a batch of observations sharing one instruction (a group)."""
         temperature = self.config.temperature if temperature is None else temperature
-        images = {c: np.stack([o.images[c] for o in observations]) for c in self.config.cameras
-                  if all(c in o.images for o in observations)}
-        ids, mask = self.prompt_ids([instruction] * len(observations))
         was_training = self.training
         self.eval()
-        bins, logps = self.sample(self.pixel_values(images), ids, mask, temperature)
+        bins, logps = self.sample(self.observation_inputs(observations, instruction), temperature)
         self.train(was_training)
         bins_np = bins.cpu().numpy()
         return PolicyStep(actions=self.bins_to_actions(bins_np), action_tokens=bins_np, logprobs=logps.cpu().numpy())
@@ -258,6 +439,8 @@ class LlavaVLA(nn.Module):
         save_file(self.trainable_state(), str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
         (directory / CONFIG_FILE).write_text(json.dumps({"policy": self.config.to_dict()}, indent=2))
         self.normalizer.save(directory)
+        if self.proprio_normalizer is not None:
+            self.proprio_normalizer.save(directory, key="proprio")
 
 
 def _read_config(directory: Path, overrides: dict) -> PolicyConfig:
@@ -267,17 +450,25 @@ def _read_config(directory: Path, overrides: dict) -> PolicyConfig:
 
 
 class TinyVLA(LlavaVLA):
-    """The CPU default: a small Llava VLA built from config classes, trained from scratch by ``tgrpo sft``."""
+    """The CPU default (:class:`TinyVLAModel`), trained by ``tgrpo sft`` (its LM from scratch)."""
 
     def __init__(self, config: PolicyConfig, text: TextTokenizer | None = None,
-                 normalizer: ActionNormalizer | None = None):
+                 normalizer: ActionNormalizer | None = None, proprio_normalizer: ActionNormalizer | None = None):
         text = text or TextTokenizer.for_libero(config.size.text_vocab)
         if text.size != config.size.text_vocab:
             raise ConfigError(f"text tokenizer has {text.size} ids, the model expects {config.size.text_vocab}")
         vocab = config.size.text_vocab + NUM_BINS
-        super().__init__(build_llava(config, vocab, text), text, normalizer or ActionNormalizer.identity(ACTION_DIM),
-                         config, action_vocab_end=vocab,
-                         image_tokens_per_camera=(config.image_size // config.size.patch_size) ** 2)
+        model = TinyVLAModel(config, text, vocab)
+        if config.proprio and proprio_normalizer is None:
+            proprio_normalizer = ActionNormalizer.identity(PROPRIO_DIM)
+        super().__init__(model, text, normalizer or ActionNormalizer.identity(ACTION_DIM), config,
+                         action_vocab_end=vocab, image_tokens_per_camera=model.tokens_per_camera,
+                         pixel_mean=model.vision.pixel_mean, pixel_std=model.vision.pixel_std,
+                         proprio_normalizer=proprio_normalizer if config.proprio else None,
+                         frozen_vision=model.vision.frozen)
+
+    def lora_targets(self) -> list[str]:
+        return self.core.lora_targets()
 
     def save(self, directory: str | Path) -> Path:
         """Write policy.json, policy.safetensors (all weights), tokenizer.json and dataset_statistics.json."""
@@ -292,6 +483,8 @@ class TinyVLA(LlavaVLA):
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        policy = cls(_read_config(directory, overrides), TextTokenizer.load(directory), ActionNormalizer.load(directory))
+        config = _read_config(directory, overrides)
+        proprio = ActionNormalizer.load(directory, key="proprio") if config.proprio else None
+        policy = cls(config, TextTokenizer.load(directory), ActionNormalizer.load(directory), proprio)
         policy._load_state(load_file(str(directory / WEIGHTS_FILE)), directory / WEIGHTS_FILE)
         return policy
