@@ -165,7 +165,7 @@ def load_rows(files: list[Path], cameras: tuple[str, ...], val_fraction: float, 
 
 
 @torch.no_grad()
-def cache_features(policy: LlavaVLA, rows: DemoRows, chunk: int = 128) -> DemoRows:
+def cache_features(policy: LlavaVLA, rows: DemoRows, chunk: int = 8) -> DemoRows:
     """Run the policy's frozen vision encoder over every row once; the images are dropped afterwards.
 
     Returns ``rows`` unchanged when the encoder trains. Stored as float16 (about 30 KB per row with two

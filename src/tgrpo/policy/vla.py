@@ -318,9 +318,10 @@ class LlavaVLA(nn.Module):
         return PolicyInputs(ids, mask, pixels=self.pixel_values(images), proprio=self.proprio_values(proprio))
 
     @torch.no_grad()
-    def encode(self, inputs: PolicyInputs, chunk: int = 256) -> PolicyInputs:
+    def encode(self, inputs: PolicyInputs, chunk: int = 16) -> PolicyInputs:
         """Run a frozen vision encoder once, so repeated passes over the same inputs skip it.
 
+        Images go through in chunks of ``chunk``: on CPU a conv net is faster per image in small batches.
         Returns ``inputs`` unchanged when the encoder trains (or the model has no separable encoder).
         """
         if not self.frozen_vision or inputs.pixels is None:
