@@ -87,7 +87,8 @@ def test_short_training_run_learns_checkpoints_and_resumes(tmp_path):
 
     sft = tmp_path / "sft"
     TinyVLA(PolicyConfig(size=SMALL, image_size=64)).save(sft)
-    base = {"suite": "libero_object", "task": 0, "iterations": 2, "eval_every": 0, "out": str(tmp_path / "run"),
+    base = {"suite": "libero_object", "task": 0, "iterations": 2, "eval_every": 0, "eval_init_states": [49],
+            "out": str(tmp_path / "run"),
             "num_threads": 1, "policy": {"checkpoint": str(sft), "lora_rank": 4},
             "rollout": {"group_size": 2, "max_steps": 6}, "algo": {"epochs": 1, "minibatch_steps": 6}}
     cfg = train_config_from_dict(base)
@@ -100,3 +101,4 @@ def test_short_training_run_learns_checkpoints_and_resumes(tmp_path):
     hist = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())["history"]
     assert [h["iteration"] for h in hist] == [1, 2] and hist[1]["rollout/length"] == 6
     assert (tmp_path / "run" / "keyposes.json").exists()
+    assert [e["iteration"] for e in summary["evals"]] == [2] and summary["evals"][0]["episodes"] == 1  # at the end only

@@ -150,7 +150,7 @@ def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, al
                 share = float(part.weights.sum()) * 7.0 * scale
                 for key in ("policy_objective", "kl", "clip_fraction", "ratio_mean", "entropy"):
                     mb_sums[key] = mb_sums.get(key, 0.0) + share * float(getattr(out, key))
-                mb_sums["loss"] = mb_sums.get("loss", 0.0) + float(out.loss)
+                mb_sums["loss"] = mb_sums.get("loss", 0.0) + float(out.loss.detach())
                 stats.ratio_max = max(stats.ratio_max, float(out.ratio_max))
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, algo.grad_clip))
             if not math.isfinite(grad_norm) or not math.isfinite(mb_sums["loss"]):
@@ -288,7 +288,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
             bar.set_postfix(success=f"{metrics['rollout/success_rate']:.2f}", ret=f"{metrics['reward/return_mean']:.1f}",
                             kl=f"{stats.kl:.3f}")
             done = it + 1
-            if cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.iterations):
+            if done == cfg.iterations or (cfg.eval_every and done % cfg.eval_every == 0):
                 run_eval(done)
             if done % cfg.save_every == 0 or done == cfg.iterations or done == stop_at:
                 save_checkpoint(out / "checkpoint", policy.save, optimizer, {
