@@ -190,3 +190,27 @@ def test_loading_a_checkpoint_of_another_model_is_refused(tmp_path):
         TinyVLA.load(tmp_path)
     with pytest.raises(DatasetError, match="not a tgrpo policy checkpoint"):
         TinyVLA.load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"vision": "resnet18"}, "policy.vision 'resnet18'.*efficientnet-lite0, siglip"),
+    ({"vision_stride": 8}, "vision_stride 8.*16, 32"),
+    ({"patch_merge": 0}, "patch_merge must be >= 1"),
+    ({"image_size": 100}, "multiple of 32 for efficientnet-lite0"),
+    ({"cameras": ("agentview", "top")}, "camera 'top'"),
+])
+def test_bad_policy_config_values_are_named(kwargs, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        PolicyConfig(**kwargs)
+
+
+def test_patch_merge_must_divide_the_feature_grid():
+    with pytest.raises(ConfigError, match="patch_merge 3 must divide the 4 x 4 feature grid"):
+        TinyVLA(PolicyConfig(size=SMALL, image_size=64, patch_merge=3))
+
+
+def test_vision_registry_matches_the_config_choices():
+    from tgrpo.policy.config import VISION_ENCODERS
+    from tgrpo.policy.vision import VISION_ENCODERS as REGISTRY
+
+    assert tuple(REGISTRY) == VISION_ENCODERS
