@@ -177,7 +177,7 @@ def cache_features(policy: LlavaVLA, rows: DemoRows, chunk: int = 8) -> DemoRows
     for start in tqdm(range(0, len(rows), chunk), desc="encoding images", unit="batch", file=sys.stderr, leave=False):
         index = np.arange(start, min(start + chunk, len(rows)))
         px = policy.pixel_values({c: rows.images[c][index] for c in policy.config.cameras})
-        f = policy.core.vision(px)
+        f = policy.image_features(px)
         feats.append(f.reshape(len(index), -1, *f.shape[1:]).to(torch.float16))
     return dataclasses.replace(rows, images={}, features=torch.cat(feats))
 

@@ -32,8 +32,7 @@ class PromptEncoder:
         self.image_id = image_token_id
 
     def encode_prompt(self, instruction: str, num_image_tokens: int, proprio: bool = False) -> list[int]:
-        if proprio:
-            raise ConfigError("pretrained-vla takes no proprioception: set policy.proprio = false")
+        """``proprio`` is always False here: ``PretrainedVLA`` refuses a config with proprioception."""
         prompt = PROMPT.format(instruction=instruction.lower().strip().rstrip("."))
         ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
         return [self.bos_id] + [self.image_id] * num_image_tokens + list(ids)

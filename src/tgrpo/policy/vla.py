@@ -211,13 +211,14 @@ class LlavaVLA(nn.Module):
         image_tokens_per_camera: patches per image.
         pixel_mean, pixel_std: per-channel image normalisation of the vision tower (SigLIP: 0.5, 0.5).
         proprio_normalizer: proprioception statistics, for a policy with ``config.proprio``.
-        frozen_vision: the module's ``vision`` encoder is frozen, so :meth:`encode` may cache its output.
+
+    When the module has a ``vision`` encoder marked ``frozen``, :meth:`encode` caches its output.
     """
 
     def __init__(self, model: nn.Module, text, normalizer: ActionNormalizer, config: PolicyConfig,
                  action_vocab_end: int, image_tokens_per_camera: int,
                  pixel_mean: Sequence[float] = (0.5, 0.5, 0.5), pixel_std: Sequence[float] = (0.5, 0.5, 0.5),
-                 proprio_normalizer: ActionNormalizer | None = None, frozen_vision: bool = False):
+                 proprio_normalizer: ActionNormalizer | None = None):
         super().__init__()
         self.config = config
         self.text = text
@@ -230,7 +231,7 @@ class LlavaVLA(nn.Module):
         self.num_image_tokens = image_tokens_per_camera * len(config.cameras)
         self.model = model.to(device=config.device, dtype=getattr(torch, config.dtype))
         self.__dict__["core"] = self.model  # the unwrapped module, not registered twice (LoRA injects in place)
-        self.frozen_vision = frozen_vision
+        self.frozen_vision = bool(getattr(getattr(model, "vision", None), "frozen", False))
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.lora_enabled = False
@@ -326,8 +327,12 @@ class LlavaVLA(nn.Module):
         """
         if not self.frozen_vision or inputs.pixels is None:
             return inputs
-        feats = torch.cat([self.core.vision(inputs.pixels[i:i + chunk]) for i in range(0, len(inputs.pixels), chunk)])
-        return dataclasses.replace(inputs, pixels=None, features=feats)
+        return dataclasses.replace(inputs, pixels=None, features=self.image_features(inputs.pixels, chunk))
+
+    @torch.no_grad()
+    def image_features(self, pixels: torch.Tensor, chunk: int = 16) -> torch.Tensor:
+        """(N, 3, S, S) -> (N, P, D) output of the frozen vision encoder, ``chunk`` images per call."""
+        return torch.cat([self.core.vision(pixels[i:i + chunk]) for i in range(0, len(pixels), chunk)])
 
     def action_ids(self, bins: torch.Tensor) -> torch.Tensor:
         return self.vocab_size - 1 - bins
@@ -465,8 +470,7 @@ class TinyVLA(LlavaVLA):
         super().__init__(model, text, normalizer or ActionNormalizer.identity(ACTION_DIM), config,
                          action_vocab_end=vocab, image_tokens_per_camera=model.tokens_per_camera,
                          pixel_mean=model.vision.pixel_mean, pixel_std=model.vision.pixel_std,
-                         proprio_normalizer=proprio_normalizer if config.proprio else None,
-                         frozen_vision=model.vision.frozen)
+                         proprio_normalizer=proprio_normalizer if config.proprio else None)
 
     def lora_targets(self) -> list[str]:
         return self.core.lora_targets()
