@@ -181,7 +181,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
     cfg = PipelineConfig(suite=args.suite, task=args.task, out=args.out, num_demos=args.num_demos,
                          sft_steps=args.sft_steps, iterations=args.iterations, eval_every=args.eval_every,
-                         seed=args.seed)
+                         eval_init_states=args.eval_init_states or tuple(range(50)), seed=args.seed, train_overrides=tuple(args.overrides))
     run_pipeline(cfg)
     print(f"report: {args.out}/report.md, {args.out}/learning_curve.png")
     return 0
@@ -195,11 +195,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", default="libero_object", choices=list(SUITES))
     p.add_argument("--task", default="0", help="task index or name")
     p.add_argument("--out", default="runs/pipeline")
-    p.add_argument("--num-demos", type=int, default=30)
-    p.add_argument("--sft-steps", type=int, default=1500)
-    p.add_argument("--iterations", type=int, default=12)
-    p.add_argument("--eval-every", type=int, default=4)
+    p.add_argument("--num-demos", type=int, default=25, help="scripted-expert demos to collect")
+    p.add_argument("--sft-steps", type=int, default=600, help="behaviour-cloning steps of batch 32")
+    p.add_argument("--iterations", type=int, default=8, help="TGRPO iterations (groups)")
+    p.add_argument("--eval-every", type=int, default=None,
+                   help="TGRPO iterations between evaluations (default: before and after only)")
+    p.add_argument("--eval-init-states", type=_int_list, default=tuple(range(40, 50)),
+                   help="held-out fixed init states of the before/after evaluation (default 40-49)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="TGRPO config overrides, as for `tgrpo train` (e.g. algo.lr=3e-5 rollout.group_size=8)")
     p.set_defaults(func=cmd_pipeline)
 
     p = sub.add_parser("tasks", help="list the tasks of the LIBERO suites")
