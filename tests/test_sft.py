@@ -88,3 +88,17 @@ def test_bad_inputs_are_named(tmp_path):
         train_sft(SFTConfig(data=(str(tmp_path / "nowhere.hdf5"),), out=str(tmp_path)))
     with pytest.raises(DatasetError, match="contains no \\*.hdf5"):
         train_sft(SFTConfig(data=(str(tmp_path),), out=str(tmp_path / "o")))
+
+
+def test_fine_tuning_a_checkpoint_reads_the_checkpoints_cameras(demo_file, tmp_path):
+    """The initial checkpoint's config (both cameras) wins over the run's policy config (agentview only)."""
+    from dataclasses import replace
+
+    train_sft(_cfg(demo_file, tmp_path / "base", 2))
+    cfg = _cfg(demo_file, tmp_path / "ft", 2)
+    cfg = replace(cfg, policy=replace(cfg.policy, cameras=("agentview",), checkpoint=str(tmp_path / "base" / "checkpoint")))
+    summary = train_sft(cfg)
+    assert summary["train_rows"] == 100
+    from tgrpo.policy.vla import TinyVLA
+
+    assert TinyVLA.load(tmp_path / "ft" / "checkpoint").config.cameras == ("agentview", "wrist")

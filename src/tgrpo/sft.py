@@ -251,16 +251,14 @@ def train_sft(cfg: SFTConfig, resume: bool = True, stop_at: int | None = None) -
     torch.set_num_threads(cfg.num_threads)
     out = Path(cfg.out)
     files = demo_files(cfg.data)
-    train, val = load_rows(files, cfg.policy.cameras, cfg.val_fraction, cfg.seed, cfg.max_demos)
+    ckpt = find_checkpoint(out / "checkpoint") if resume else None
+    source = ckpt or cfg.policy.checkpoint  # a resumed or initial checkpoint decides the cameras to read
+    policy = TinyVLA.load(source) if source else None
+    cameras = policy.config.cameras if policy is not None else cfg.policy.cameras
+    train, val = load_rows(files, cameras, cfg.val_fraction, cfg.seed, cfg.max_demos)
     if len(train) == 0:
         raise DatasetError(f"no training rows in {', '.join(map(str, files))}")
-
-    ckpt = find_checkpoint(out / "checkpoint") if resume else None
-    if ckpt is not None:
-        policy = TinyVLA.load(ckpt)
-    elif cfg.policy.checkpoint:
-        policy = TinyVLA.load(cfg.policy.checkpoint)
-    else:
+    if policy is None:
         proprio = ActionNormalizer.fit(train.proprio, gripper_dim=None) if cfg.policy.proprio else None
         policy = TinyVLA(cfg.policy, normalizer=ActionNormalizer.fit(train.actions), proprio_normalizer=proprio)
     train, val = cache_features(policy, train), cache_features(policy, val)

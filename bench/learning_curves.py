@@ -1,0 +1,82 @@
+"""Learning curves of several `tgrpo train` runs in one PNG, and their held-out evaluations as a Markdown table.
+
+    .venv/bin/python bench/learning_curves.py --runs TGRPO=runs/tgrpo_t0 GRPO=runs/grpo_t0 \\
+        --out docs/img/curves_task0.png --window 4
+
+Reads each run's ``checkpoint/trainer_state.json`` (per-iteration history and evaluations). Curves are
+running means over ``--window`` iterations, since one group is a few episodes from one initial state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+PANELS = (("rollout/success_rate", "group success (sampled, T=1)"), ("reward/return_mean", "group mean return"),
+          ("reward/max_stage", "max stage reached"), ("update/kl", "KL to the SFT policy (k3)"))
+
+
+def _load(run: str) -> dict:
+    path = Path(run) / "checkpoint" / "trainer_state.json"
+    if not path.exists():
+        raise SystemExit(f"no trainer state at {path}: is {run} a `tgrpo train` run directory?")
+    state = json.loads(path.read_text())
+    state["group_size"] = json.loads((Path(run) / "train_config.json").read_text())["rollout"]["group_size"]
+    return state
+
+
+def _smooth(values: list[float], window: int) -> np.ndarray:
+    v = np.asarray(values, dtype=float)
+    return np.array([v[max(0, i - window + 1): i + 1].mean() for i in range(len(v))])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", nargs="+", required=True, help="LABEL=RUN_DIR pairs")
+    parser.add_argument("--out", required=True, help="PNG path")
+    parser.add_argument("--window", type=int, default=4, help="running-mean window in iterations")
+    parser.add_argument("--title", default="")
+    args = parser.parse_args()
+    runs = {}
+    for item in args.runs:
+        label, sep, run = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--runs entry {item!r} must look like LABEL=RUN_DIR")
+        runs[label] = _load(run)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
+    for label, state in runs.items():
+        hist = state["history"]
+        its = [h["iteration"] for h in hist]
+        for ax, (key, name) in zip(axes, PANELS):
+            ax.plot(its, _smooth([h[key] for h in hist], args.window), label=label)
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("iteration")
+    axes[0].legend(fontsize=8)
+    if args.title:
+        fig.suptitle(args.title)
+    fig.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(args.out, dpi=90)
+    print(f"wrote {args.out}\n")
+    print("| run | iterations | group success (all iterations) | held-out evaluations |")
+    print("|---|---|---|---|")
+    for label, state in runs.items():
+        hist = state["history"]
+        n = state["group_size"]
+        wins = sum(h["rollout/success_rate"] for h in hist) * n
+        evals = ", ".join(f"it {e['iteration']}: {e['successes']}/{e['episodes']}" for e in state["evals"])
+        print(f"| {label} | {len(hist)} | {np.mean([h['rollout/success_rate'] for h in hist]):.2f} "
+              f"({wins:.0f} of {n * len(hist)} episodes) | {evals or '-'} |")
+
+
+if __name__ == "__main__":
+    main()
