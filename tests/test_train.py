@@ -102,3 +102,24 @@ def test_short_training_run_learns_checkpoints_and_resumes(tmp_path):
     assert [h["iteration"] for h in hist] == [1, 2] and hist[1]["rollout/length"] == 6
     assert (tmp_path / "run" / "keyposes.json").exists()
     assert [e["iteration"] for e in summary["evals"]] == [2] and summary["evals"][0]["episodes"] == 1  # at the end only
+
+
+def test_group_metrics_report_whether_the_success_has_the_best_return():
+    from types import SimpleNamespace
+
+    from tgrpo.algo.advantages import tgrpo_advantages
+    from tgrpo.train import group_metrics
+
+    r = np.array([[0.5, 0.5, 1.0], [0.5, 0.5, 0.5], [0.0, 0.25, 0.25]], dtype=np.float32)
+    mask = torch.ones(3, 3, dtype=torch.bool)
+    rollout = SimpleNamespace(mask=mask, success=torch.tensor([True, False, False]), lengths=torch.tensor([3, 3, 3]))
+    rewards = SimpleNamespace(rewards=r, f1=r, f2=np.zeros_like(r), stage=(r * 4).astype(int))
+    adv = tgrpo_advantages(torch.from_numpy(r), mask)
+    m = group_metrics(rollout, rewards, adv)
+    assert m["reward/success_is_best"] == 1.0 and m["adv/success_mean"] > 0
+    assert m["reward/return_mean"] == pytest.approx(4.0 / 3)
+    rollout.success = torch.tensor([False, False, True])  # a success with the lowest return: the reward misranks it
+    m = group_metrics(rollout, rewards, adv)
+    assert m["reward/success_is_best"] == 0.0 and m["adv/success_mean"] < 0
+    rollout.success = torch.zeros(3, dtype=torch.bool)
+    assert "reward/success_is_best" not in group_metrics(rollout, rewards, adv)

@@ -185,7 +185,12 @@ def task_keyposes(cfg: TrainConfig, task: TaskInfo, stages) -> Keyposes:
 def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tensor) -> dict[str, float]:
     mask = rollout.mask.numpy()
     returns = (rewards.rewards * mask).sum(1)
-    return {
+    success = rollout.success.numpy().astype(bool)
+    # Does the dense return rank the successful trajectories first? (only for groups with a success)
+    credit = {} if not success.any() else {
+        "reward/success_is_best": float((returns[success] >= returns.max() - 1e-9).mean()),
+        "adv/success_mean": float(adv[torch.from_numpy(success)][rollout.mask[torch.from_numpy(success)]].mean())}
+    return credit | {
         "rollout/success_rate": float(rollout.success.float().mean()),
         "rollout/length": float(rollout.lengths.float().mean()),
         "reward/return_mean": float(returns.mean()),
