@@ -70,8 +70,9 @@ class AlgoConfig:
             weighted mean with the paper's per-trajectory-then-group weights.
         microbatch_steps: steps per forward/backward pass; gradients accumulate up to a minibatch, which
             bounds memory.
-        lr: AdamW learning rate. Paper: 1e-5 with LoRA on the 7B OpenVLA. The 5.6 M default model's LoRA
-            needs a larger step: 1e-4 (the SFT from scratch used 3e-4).
+        lr: AdamW learning rate. Paper: 1e-5 with LoRA on the 7B OpenVLA. The default 1e-4 (10x) is a
+            guess for the LoRA of a 4-layer model rather than a 7B one, not a tuned value (1e-4 and 3e-4
+            are compared in docs/results.md).
         weight_decay: AdamW weight decay.
         grad_clip: max global gradient norm.
         adv_eps: epsilon added to the group std in the z-scores.
