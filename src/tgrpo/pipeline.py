@@ -41,8 +41,9 @@ class PipelineConfig:
         seed: seed of everything.
         train_overrides: extra TrainConfig fields as ``key=value`` strings (e.g. ``"algo.lr=3e-5"``).
 
-    The defaults are sized to finish in well under an hour on a 2-core CPU machine (docs/results.md has
-    the measured wall time of each stage); the experiments of docs/results.md use more of everything.
+    The defaults aim at well under an hour on a 2-core CPU machine, from the per-stage costs measured
+    separately (docs/performance.md); the whole default run has not been timed alone yet. The experiments
+    of docs/results.md use more of everything.
     """
 
     suite: str = "libero_object"
