@@ -3,7 +3,9 @@ import json
 import pytest
 
 from tgrpo.errors import ConfigError
-from tgrpo.evaluation import EvalConfig, evaluate, markdown_table, summarize, wilson_interval
+from tgrpo.cli import main
+from tgrpo.evaluation import (EvalConfig, evaluate, markdown_table, mcnemar_exact_p, paired_comparison,
+                             read_episodes, summarize, wilson_interval)
 
 
 def test_wilson_interval_hand_computed():
@@ -17,6 +19,37 @@ def test_summary_and_table():
     s = summarize(eps, "libero_object")
     assert s["successes"] == 3 and s["tasks"][0]["mean_steps_success"] == 101.0
     assert "| 0 | pick_up_the_alphabet_soup_and_place_it_in_the_basket | 3/4 | 75.0% |" in markdown_table(s)
+
+
+def test_mcnemar_exact_hand_computed():
+    # 7 vs 3 discordant: 2 * (C(10,0) + C(10,1) + C(10,2) + C(10,3)) / 2^10 = 2 * 176 / 1024
+    assert mcnemar_exact_p(7, 3) == pytest.approx(0.34375)
+    assert mcnemar_exact_p(3, 7) == pytest.approx(0.34375)
+    assert mcnemar_exact_p(10, 0) == pytest.approx(2 / 1024)
+    assert mcnemar_exact_p(2, 3) == 1.0 and mcnemar_exact_p(0, 0) == 1.0
+
+
+def _write_eval(d, outcomes):
+    d.mkdir()
+    (d / "episodes.jsonl").write_text("".join(
+        json.dumps({"task": 0, "init_state": i, "success": s, "steps": 100}) + "\n" for i, s in outcomes.items()))
+    return d
+
+
+def test_paired_comparison_counts_and_cli(tmp_path, capsys):
+    a = _write_eval(tmp_path / "a", {0: True, 1: True, 2: False, 3: False, 4: True})
+    b = _write_eval(tmp_path / "b", {0: True, 1: False, 2: True, 3: True, 5: True})  # 5 is not in a
+    c = paired_comparison(read_episodes(a), read_episodes(b))
+    assert (c.episodes, c.a_successes, c.b_successes, c.both, c.only_a, c.only_b) == (4, 2, 3, 1, 1, 2)
+    assert c.only_a_states == ((0, 1),) and c.only_b_states == ((0, 2), (0, 3))
+    assert c.p_value == 1.0
+    assert main(["compare", str(a), str(b)]) == 0
+    assert "| 4 | 3/4 (baseline 2) |" in capsys.readouterr().out
+    assert main(["compare", str(a), str(tmp_path / "missing")]) == 2
+    assert "no evaluation episodes" in capsys.readouterr().err
+    _write_eval(tmp_path / "other_states", {7: True})
+    with pytest.raises(ConfigError, match="share no"):
+        paired_comparison(read_episodes(a), read_episodes(tmp_path / "other_states"))
 
 
 def test_bad_eval_config():

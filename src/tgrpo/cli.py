@@ -93,6 +93,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from tgrpo.evaluation import paired_comparison, read_episodes, wilson_interval
+
+    base = read_episodes(args.baseline)
+    print(f"paired by (task, init state) against {args.baseline}")
+    print("| evaluation | episodes | success | 95% CI | both | only baseline | only this | McNemar p |")
+    print("|---|---|---|---|---|---|---|---|")
+    for other in args.others:
+        c = paired_comparison(base, read_episodes(other))
+        lo, hi = wilson_interval(c.b_successes, c.episodes)
+        print(f"| {other} | {c.episodes} | {c.b_successes}/{c.episodes} (baseline {c.a_successes}) | "
+              f"{100 * lo:.0f}-{100 * hi:.0f}% | {c.both} | {c.only_a} | {c.only_b} | {c.p_value:.3f} |")
+        for label, states in (("only baseline", c.only_a_states), ("only this", c.only_b_states)):
+            if states:
+                print(f"    {label}: " + ", ".join(f"task {t} state {i}" for t, i in states))
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -251,6 +269,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--videos", type=int, default=0, help="MP4s of the first K episodes per task")
     p.add_argument("--out", default="runs/eval", help="results directory (resumes if episodes.jsonl exists)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("compare", help="paired comparison of evaluations on the same init states (McNemar test)")
+    p.add_argument("baseline", help="evaluation directory (with episodes.jsonl), e.g. of the SFT checkpoint")
+    p.add_argument("others", nargs="+", help="evaluation directories to compare with it, e.g. RUN/eval/iter_0040")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("train", help="TGRPO fine-tuning of an SFT checkpoint on one task",
                        description="Any config field can be set as KEY=VALUE, e.g. algo.a1=0.5 rollout.group_size=8 "

@@ -131,6 +131,62 @@ def summarize(episodes: list[dict], suite: str) -> dict:
             "ci95": list(wilson_interval(k, n)), "tasks": per_task}
 
 
+def mcnemar_exact_p(only_a: int, only_b: int) -> float:
+    """Two-sided exact McNemar test: P(a split of the discordant pairs at least this uneven | no difference).
+
+    Under the null each of the ``n = only_a + only_b`` discordant init states goes either way with
+    probability 1/2, so the p-value is ``min(1, 2 * P(Binomial(n, 1/2) <= min(only_a, only_b)))``.
+    """
+    n = only_a + only_b
+    if n == 0:
+        return 1.0
+    k = min(only_a, only_b)
+    return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
+
+
+def read_episodes(path: str | Path) -> dict[tuple[int, int], bool]:
+    """``(task, init_state) -> success`` from an evaluation directory (or its episodes.jsonl)."""
+    path = Path(path)
+    log = path / EPISODES_FILE if path.is_dir() else path
+    if not log.exists():
+        raise ConfigError(f"no evaluation episodes at {path} (expected a directory with {EPISODES_FILE}, "
+                          f"written by `tgrpo eval` or a training run's eval/iter_NNNN)")
+    return {key: bool(ep["success"]) for key, ep in _read_done(log).items()}
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """Two evaluations on the same (task, init state) episodes: who succeeds where."""
+
+    episodes: int
+    a_successes: int
+    b_successes: int
+    both: int
+    only_a: int
+    only_b: int
+    p_value: float  # exact McNemar, two-sided
+    only_a_states: tuple[tuple[int, int], ...]
+    only_b_states: tuple[tuple[int, int], ...]
+
+
+def paired_comparison(a: dict[tuple[int, int], bool], b: dict[tuple[int, int], bool]) -> PairedComparison:
+    """Compare two evaluations episode by episode on the (task, init state) pairs both contain.
+
+    Greedy LIBERO episodes are deterministic given the init state, so pairing by init state removes the
+    layout-difficulty variance that two unpaired success rates carry.
+    """
+    common = sorted(set(a) & set(b))
+    if not common:
+        raise ConfigError("the two evaluations share no (task, init state) episode; evaluate both on the same "
+                          "--tasks and --init-states")
+    only_a = tuple(k for k in common if a[k] and not b[k])
+    only_b = tuple(k for k in common if b[k] and not a[k])
+    return PairedComparison(
+        episodes=len(common), a_successes=sum(a[k] for k in common), b_successes=sum(b[k] for k in common),
+        both=sum(a[k] and b[k] for k in common), only_a=len(only_a), only_b=len(only_b),
+        p_value=mcnemar_exact_p(len(only_a), len(only_b)), only_a_states=only_a, only_b_states=only_b)
+
+
 def markdown_table(summary: dict) -> str:
     lines = ["| task | name | success | rate | 95% CI | mean steps (successes) |", "|---|---|---|---|---|---|"]
     for task, r in summary["tasks"].items():
