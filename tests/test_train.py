@@ -68,6 +68,8 @@ def test_non_finite_update_is_skipped_and_weights_kept():
     (["rollout.stop_rule=whenever"], "stop_rule 'whenever'.*first_success, all_done"),
     (["algo.gamma=0.9"], "unknown config key.*algo.gamma.*valid: algo.advantage"),
     (["eval_init_states=[50]"], r"eval_init_states entry 50.*0\.\.49"),
+    (["eval_init_states=40-50"], r"eval_init_states entry 50.*0\.\.49"),
+    (["rollout.train_init_states=a-b"], "rollout.train_init_states 'a-b' is not a list of indices"),
 ])
 def test_bad_config_values_are_named(overrides, pattern):
     with pytest.raises(ConfigError, match=pattern):
@@ -79,6 +81,8 @@ def test_overrides_keep_nested_defaults():
     assert cfg.policy.lora_rank == 16 and cfg.policy.checkpoint == "runs/sft/best" and cfg.algo.a1 == 0.5
     assert cfg == train_config_from_dict(json.loads(json.dumps(cfg.to_dict())))
     assert TrainConfig().algo.a1 == 0.3 and TrainConfig().rollout.group_size == 4
+    ranges = train_config_from_dict(apply_overrides({}, ["eval_init_states=0-2,9", "rollout.train_init_states=7"]))
+    assert ranges.eval_init_states == (0, 1, 2, 9) and ranges.rollout.train_init_states == (7,)
 
 
 @pytest.mark.sim

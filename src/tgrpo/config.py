@@ -155,6 +155,18 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+def parse_index_list(text: str, what: str) -> tuple[int, ...]:
+    """``"0-24"``, ``"3,7"`` or ``"0-4,9"`` -> a tuple of ints (as the CLI's init-state lists)."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
+        except ValueError:
+            raise ConfigError(f"{what} {text!r} is not a list of indices; write e.g. 0-24, 3,7 or [0, 1, 2]") from None
+    return tuple(out)
+
+
 def _build(cls: type, data: dict[str, Any], path: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = set(data) - set(names)
@@ -169,6 +181,8 @@ def _build(cls: type, data: dict[str, Any], path: str) -> Any:
             value = _build(sub, value, f"{path}{key}.")
         elif isinstance(value, list):
             value = tuple(value)
+        elif isinstance(value, (str, int)) and isinstance(names[key].default, tuple):
+            value = parse_index_list(str(value), f"{path}{key}")  # e.g. eval_init_states=0-49
         kwargs[key] = value
     return cls(**kwargs)
 
