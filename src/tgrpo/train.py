@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tgrpo.algo.advantages import get_advantage_estimator
+from tgrpo.algo.advantages import absorb_success, get_advantage_estimator
 from tgrpo.algo.loss import tgrpo_loss, token_weights
 from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
 from tgrpo.config import TrainConfig
@@ -184,7 +184,8 @@ def task_keyposes(cfg: TrainConfig, task: TaskInfo, stages) -> Keyposes:
 
 def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tensor) -> dict[str, float]:
     mask = rollout.mask.numpy()
-    returns = (rewards.rewards * mask).sum(1)
+    absorbed, absorbed_mask = absorb_success(torch.from_numpy(rewards.rewards), rollout.mask, rollout.success)
+    returns = (absorbed * absorbed_mask).sum(1).numpy()  # the returns the advantage estimators compare
     success = rollout.success.numpy().astype(bool)
     # Does the dense return rank the successful trajectories first? (only for groups with a success)
     credit = {} if not success.any() else {
@@ -270,8 +271,8 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
                                   max_steps=cfg.rollout.max_steps)                                        # 1. group
             t_rollout = time.perf_counter() - t0
             rewards = dense_rewards(evaluator, group.states, group.mask.numpy(), group.scenes)            # 2. rewards
-            adv = estimator(torch.from_numpy(rewards.rewards), group.mask, a1=cfg.algo.a1, a2=cfg.algo.a2,
-                            eps=cfg.algo.adv_eps)                                                         # 3. advantages
+            adv = estimator(*absorb_success(torch.from_numpy(rewards.rewards), group.mask, group.success),
+                            a1=cfg.algo.a1, a2=cfg.algo.a2, eps=cfg.algo.adv_eps) * group.mask            # 3. advantages
             torch.set_num_threads(cfg.num_threads)
             t1 = time.perf_counter()
             stats = update_policy(policy, optimizer, flatten_group(group, adv, policy, task.language), cfg.algo,

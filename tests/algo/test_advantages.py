@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from tgrpo.algo import get_advantage_estimator, step_advantages, tgrpo_advantages, trajectory_advantages
+from tgrpo.algo import absorb_success, get_advantage_estimator, step_advantages, tgrpo_advantages, trajectory_advantages
 from tgrpo.errors import ConfigError
 
 FULL = torch.ones(3, 2, dtype=torch.bool)
@@ -33,6 +33,25 @@ def test_masks_of_all_done_mode_hand_computed():
     torch.testing.assert_close(trajectory_advantages(r, mask), torch.tensor([-7 / sd, 4 / sd, 3 / sd]), atol=1e-5, rtol=0)
     adv = tgrpo_advantages(r, mask)
     assert torch.equal(adv[~mask], torch.zeros(int((~mask).sum())))
+
+
+def test_success_is_absorbing_under_all_done():
+    # row 0 succeeds after 2 steps; rows 1-2 fail and run on, collecting stage reward
+    r = torch.tensor([[1.0, 2, 0, 0], [0.5, 0.5, 0.5, 0.5], [1, 1, 1, 1]])
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1], [1, 1, 1, 1]], dtype=torch.bool)
+    success = torch.tensor([True, False, False])
+    assert trajectory_advantages(r, mask)[0] < trajectory_advantages(r, mask)[2]  # 3 < 4: the success ranks below
+    filled, live = absorb_success(r, mask, success)
+    torch.testing.assert_close(filled[0], torch.tensor([1.0, 2, 2, 2]))
+    assert live.all() and torch.equal(filled[1:], r[1:])
+    sd = (19 / 3) ** 0.5  # returns 7, 2, 4: mean 13/3, squared deviations 64/9 + 49/9 + 1/9 over 2
+    torch.testing.assert_close(trajectory_advantages(filled, live),
+                               torch.tensor([8 / 3 / sd, -7 / 3 / sd, -1 / 3 / sd]), atol=1e-5, rtol=0)
+    # a failure that timed out early is not absorbed, and first_success rows (all valid) are unchanged
+    failed, failed_live = absorb_success(r, mask, torch.zeros(3, dtype=torch.bool))
+    assert torch.equal(failed_live, mask) and torch.equal(failed[0], torch.tensor([1.0, 2, 0, 0]))
+    full = torch.ones(3, 4, dtype=torch.bool)
+    assert torch.equal(absorb_success(r, full, success)[0], r)
 
 
 def _loop_tgrpo(r, mask, a1, a2, eps=1e-6):

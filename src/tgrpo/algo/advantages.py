@@ -29,6 +29,24 @@ def masked_zscore(x: torch.Tensor, mask: torch.Tensor, dim: int = 0, eps: float 
     return torch.where(mask & (n >= 2), z, torch.zeros_like(z))
 
 
+def absorb_success(rewards: torch.Tensor, mask: torch.Tensor, success: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Treat success as an absorbing state: a trajectory that succeeded keeps its last reward to the end.
+
+    Under ``all_done`` a successful trajectory stops early while a failing one goes on collecting stage
+    reward, so summed over valid steps alone a quick success can score below a long failure. Filling the
+    steps after a success with its final reward (and counting them in the group comparisons) restores the
+    order. Under ``first_success`` every row has the common length M and nothing changes.
+
+    Args: rewards (N, T), mask (N, T) bool (valid steps form a prefix of each row), success (N,) bool.
+    Returns: rewards (N, T) and mask (N, T) for the advantage estimators. Multiply the advantages by the
+    original ``mask`` again: the filled steps have no action to credit.
+    """
+    lengths = mask.sum(1)
+    last = rewards.gather(1, (lengths - 1).clamp(min=0)[:, None])
+    absorbed = mask | (success.bool() & (lengths > 0))[:, None]
+    return torch.where(mask, rewards, torch.where(absorbed, last, torch.zeros_like(rewards))), absorbed
+
+
 def step_advantages(rewards: torch.Tensor, mask: torch.Tensor, eps: float = EPS) -> torch.Tensor:
     """Step-level advantage, paper Eq. (2): ``A_step[i, t] = (R[i,t] - mean_j R[j,t]) / std_j R[j,t]``.
 
