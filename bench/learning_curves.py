@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-PANELS = (("rollout/success_rate", "group success (sampled, T=1)"), ("reward/return_mean", "group mean return"),
+PANELS = (("rollout/success_rate", "group success (sampled rollouts)"), ("reward/return_mean", "group mean return"),
           ("reward/max_stage", "max stage reached"), ("update/kl", "KL to the SFT policy (k3)"))
 
 
@@ -60,6 +60,7 @@ def main() -> None:
             ax.plot(its, _smooth([h[key] for h in hist], args.window), label=label)
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("iteration")
+    axes[-1].set_yscale("log")  # KL spans orders of magnitude (a first-update spike next to 1e-3)
     axes[0].legend(fontsize=8)
     if args.title:
         fig.suptitle(args.title)
