@@ -63,7 +63,9 @@ class PolicyConfig:
             of the task, docs/results.md), off for ``pretrained-vla`` (OpenVLA and the paper use none).
         image_size: side of the square image fed to the vision tower (the env renders at this size too).
         temperature: sampling temperature of action tokens in training rollouts (the paper samples at 1.0).
-            Log-probs for the PPO ratio are taken at the same temperature.
+            Log-probs for the PPO ratio are taken at the same temperature, so a lower one also makes each
+            update step larger in log-prob terms. With the default SFT model, sampling at 1.0 succeeds far less
+            often than greedy decoding (docs/results.md).
         eval_temperature: temperature for evaluation; 0 is greedy decoding, as OpenVLA's LIBERO evaluation.
         lora_rank: LoRA rank r for RL fine-tuning (paper: LoRA on OpenVLA); 0 trains all weights (SFT of a
             model trained from scratch has to be full fine-tuning).
