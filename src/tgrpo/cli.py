@@ -60,7 +60,10 @@ def cmd_collect_demos(args: argparse.Namespace) -> int:
 
 
 def _int_list(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in _task_list(text)) if text != "all" else ()
+    """``"all"`` -> () (every init state), else ``"0-4,9"`` -> (0, 1, 2, 3, 4, 9)."""
+    from tgrpo.config import parse_index_list
+
+    return parse_index_list(text, "init-state list") if text != "all" else ()
 
 
 def cmd_sft(args: argparse.Namespace) -> int:

@@ -158,8 +158,8 @@ class TrainConfig:
 def parse_index_list(text: str, what: str) -> tuple[int, ...]:
     """``"0-24"``, ``"3,7"`` or ``"0-4,9"`` -> a tuple of ints (as the CLI's init-state lists)."""
     out: list[int] = []
-    for part in text.split(","):
-        lo, _, hi = part.strip().partition("-")
+    for part in filter(None, (p.strip() for p in text.split(","))):  # "3,7," as the CLI always accepted
+        lo, _, hi = part.partition("-")
         try:
             out.extend(range(int(lo), int(hi) + 1) if hi else [int(lo)])
         except ValueError:
