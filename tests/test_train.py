@@ -66,6 +66,7 @@ def test_non_finite_update_is_skipped_and_weights_kept():
     (["algo.advantage=ppo"], "advantage 'ppo'.*tgrpo, grpo, step"),
     (["suite=libero_100"], "libero_100"),
     (["rollout.stop_rule=whenever"], "stop_rule 'whenever'.*first_success, all_done"),
+    (["rollout.overlap=yes"], "rollout.overlap must be true or false, got .yes."),
     (["algo.gamma=0.9"], "unknown config key.*algo.gamma.*valid: algo.advantage"),
     (["eval_init_states=[50]"], r"eval_init_states entry 50.*0\.\.49"),
     (["eval_init_states=40-50"], r"eval_init_states entry 50.*0\.\.49"),

@@ -30,6 +30,10 @@ class RolloutConfig:
             training on the fixed states, which would leak the test set); ``fixed``: from ``train_init_states``.
         train_init_states: fixed init-state indices for ``train_init="fixed"``.
         worker_timeout_s: seconds before an env worker counts as hung.
+        overlap: step the two halves of the group out of phase, so the policy call for one half runs while
+            the other half's workers simulate and render (not in the paper, which batches the whole group;
+            the trajectories follow the same rules, only the order of random draws differs). Measured in
+            docs/performance.md.
     """
 
     group_size: int = 4
@@ -38,6 +42,7 @@ class RolloutConfig:
     train_init: str = "random"
     train_init_states: tuple[int, ...] = tuple(range(25))
     worker_timeout_s: float = 120.0
+    overlap: bool = True
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -52,6 +57,8 @@ class RolloutConfig:
                 raise range_error("rollout.train_init_states entry", i, 0, NUM_INIT_STATES - 1)
         if self.max_steps is not None and self.max_steps < 1:
             raise ConfigError(f"rollout.max_steps must be >= 1, got {self.max_steps}")
+        if not isinstance(self.overlap, bool):
+            raise ConfigError(f"rollout.overlap must be true or false, got {self.overlap!r}")
 
 
 @dataclass(frozen=True)

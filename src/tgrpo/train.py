@@ -268,7 +268,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
                 init, seeds = int(rng.choice(cfg.rollout.train_init_states)), None
             torch.set_num_threads(1)  # the env workers are busy on the other cores
             group = rollout_group(pool, sampler, init_state=init, seeds=seeds, stop_rule=cfg.rollout.stop_rule,
-                                  max_steps=cfg.rollout.max_steps)                                        # 1. group
+                                  max_steps=cfg.rollout.max_steps, overlap=cfg.rollout.overlap)           # 1. group
             t_rollout = time.perf_counter() - t0
             rewards = dense_rewards(evaluator, group.states, group.mask.numpy(), group.scenes)            # 2. rewards
             adv = estimator(*absorb_success(torch.from_numpy(rewards.rewards), group.mask, group.success),

@@ -8,6 +8,7 @@ from tgrpo.envs import EnvConfig, Observation, PrivilegedState, TaskInfo
 from tgrpo.errors import ConfigError, TgrpoError
 from tgrpo.policy.random_policy import RandomPolicy
 from tgrpo.rollout import EnvPool, rollout_group
+from tgrpo.rollout.types import PolicyStep
 
 
 def _state(t: int, success: bool) -> PrivilegedState:
@@ -26,6 +27,7 @@ class ScriptedPool:
         self.task = TaskInfo("libero_object", 0, "t", "do it", "x.bddl", (("in", "a", "b"),), max_steps=50)
         self.steps = np.zeros(self.num_envs, dtype=int)
         self.stepped = []
+        self.in_flight = []
 
     def _obs(self, i):
         done = self.succeed_at[i] is not None and self.steps[i] >= self.succeed_at[i]
@@ -36,12 +38,19 @@ class ScriptedPool:
         self.steps[:] = 0
         return [self._obs(i) for i in range(self.num_envs)]
 
-    def step(self, actions, indices=None):
-        indices = list(range(self.num_envs)) if indices is None else list(indices)
+    def step_send(self, actions, indices):
+        indices = [int(i) for i in indices]
         assert len(actions) == len(indices)
+        assert not set(indices) & set(self.in_flight), "an env was sent a step before its last one was collected"
         self.stepped.append(indices)
+        self.in_flight += indices
         for i in indices:
             self.steps[i] += 1
+
+    def step_recv(self, indices):
+        indices = [int(i) for i in indices]
+        assert self.in_flight[:len(indices)] == indices, "collected out of order"
+        del self.in_flight[:len(indices)]
         return [self._obs(i) for i in indices]
 
 
@@ -67,9 +76,44 @@ def test_all_done_masks_finished_envs_and_stops_stepping_them():
     assert r.lengths.tolist() == [3, 6, 5] and r.num_steps == 6
     assert r.mask.tolist()[0] == [True] * 3 + [False] * 3
     assert r.success.tolist() == [True, False, True]
-    assert pool.stepped[3] == [1, 2]  # env 0 finished after 3 steps and is not stepped again
+    # halves [0, 1] and [2]; env 0 finished after 3 steps and is not stepped again
+    assert pool.stepped[4:8] == [[0, 1], [2], [1], [2]]
     assert (r.actions[0, 3:] == 0).all()
     np.testing.assert_array_equal(r.states.ee_pos[0, 3:, 0], [3, 3, 3, 3])  # padded with the last state
+
+
+class EchoPolicy:
+    """Deterministic: the action encodes the env index and its step; logs its calls in the pool's order."""
+
+    def __init__(self, pool):
+        self.pool = pool
+
+    def reset(self, num_envs):
+        pass
+
+    def act(self, observations, instruction, env_ids):
+        self.pool.stepped.append(("act", list(env_ids), list(self.pool.in_flight)))
+        x = np.array([[i, o.state.ee_pos[0]] + [0] * 5 for i, o in zip(env_ids, observations)], np.float32)
+        return PolicyStep(actions=x, action_tokens=x.astype(np.int64), logprobs=-x)
+
+
+@pytest.mark.parametrize("succeed_at,rule", [([None, 6, 4, None], "first_success"),
+                                              ([5, None, None, 3], "first_success"),
+                                              ([None] * 5, "first_success"),
+                                              ([3, None, 5, 2, None], "all_done")])
+def test_overlapped_halves_give_the_same_group_as_one_batch(succeed_at, rule):
+    runs = {}
+    for overlap in (False, True):
+        pool = ScriptedPool(succeed_at)
+        runs[overlap] = (pool, rollout_group(pool, EchoPolicy(pool), init_state=0, max_steps=9, stop_rule=rule,
+                                             overlap=overlap))
+    (_, a), (pool, b) = runs[False], runs[True]
+    for name in ("actions", "action_tokens", "logprobs", "step_success", "success", "mask", "lengths"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+    assert torch.equal(a.images["agentview"], b.images["agentview"])
+    np.testing.assert_array_equal(a.states.ee_pos, b.states.ee_pos)
+    # the overlap happens: some policy calls run while the other half's workers are stepping
+    assert any(e[0] == "act" and e[2] and not set(e[1]) & set(e[2]) for e in pool.stepped)
 
 
 def test_unknown_stop_rule_and_bad_policy_output_are_refused():

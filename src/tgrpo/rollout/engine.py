@@ -45,6 +45,7 @@ def rollout_group(
     stop_rule: str = "first_success",
     record_images: bool = True,
     on_step: Callable[[int, int], None] | None = None,
+    overlap: bool = True,
 ) -> GroupRollout:
     """Roll out one group: reset all N envs to the same initial state and step them together.
 
@@ -60,6 +61,9 @@ def rollout_group(
             ``max_steps``; finished envs are not stepped and their rows are masked).
         record_images: keep the camera images in the result (off when only states/actions are needed).
         on_step: called as ``on_step(t, num_live)`` after every step (progress display).
+        overlap: step the two halves of the group out of phase, so that the policy call for one half
+            overlaps the other half's simulation and rendering (docs/performance.md). The trajectories
+            follow the same rules either way; only the order of the policy's random draws differs.
 
     Returns:
         A validated :class:`GroupRollout`.
@@ -85,12 +89,15 @@ def rollout_group(
     live = np.ones(n, dtype=bool)
     has_tokens = True
 
-    for t in range(max_steps):
-        ids = np.flatnonzero(live)
+    def act(ids: np.ndarray) -> PolicyStep:
+        nonlocal has_tokens
         out = policy.act([obs[i] for i in ids], task.language, ids)
         _check_policy_step(out, len(ids))
         has_tokens = has_tokens and out.action_tokens is not None and out.logprobs is not None
-        new = pool.step(out.actions, ids)
+        return out
+
+    def record(ids: np.ndarray, out: PolicyStep, new: list) -> np.ndarray:
+        """Append step t of the envs ``ids``; returns which of them solved the task."""
         for k, i in enumerate(ids):
             for c in cams:
                 images[c][i].append(obs[i].images[c])
@@ -101,16 +108,38 @@ def rollout_group(
             obs[i] = new[k]
             states[i].append(new[k].state)
             step_success[i].append(new[k].success)
-        if on_step is not None:
-            on_step(t, len(ids))
-        solved = np.array([new[k].success for k in range(len(ids))], dtype=bool)
-        if stop_rule == "first_success":
-            if solved.any():
-                break
-        else:
+        solved = np.array([o.success for o in new], dtype=bool)
+        if stop_rule == "all_done":
             live[ids[solved]] = False
-            if not live.any():
-                break
+        return solved
+
+    # Two halves of the group are stepped out of phase, so the policy call for one half runs while the
+    # workers of the other half simulate and render (``overlap``). Each step t still pairs every env's
+    # observation t with its action t, and both halves' results for step t are known before any env is sent
+    # step t + 1, so the stop rules are exactly those of the one-batch loop.
+    halves = np.array_split(np.arange(n), 2 if overlap and n > 1 else 1)
+    live_in = [lambda h=h: h[live[h]] for h in halves]
+    ahead: PolicyStep | None = None  # half 0's next action, computed while half 1 was stepping
+    for t in range(max_steps):
+        ids = [get() for get in live_in]
+        outs: list[PolicyStep | None] = [None] * len(halves)
+        for h, hid in enumerate(ids):
+            if len(hid):
+                outs[h] = ahead if (h == 0 and ahead is not None) else act(hid)
+                pool.step_send(outs[h].actions, hid)  # half h steps while half h + 1's policy call runs
+        ahead = None
+        stop = False
+        for h, hid in enumerate(ids):
+            if not len(hid):
+                continue
+            solved = record(hid, outs[h], pool.step_recv(hid))
+            stop = stop or (stop_rule == "first_success" and bool(solved.any()))
+            if h == 0 and len(ids) > 1 and not stop and t + 1 < max_steps and len(live_in[0]()):
+                ahead = act(live_in[0]())  # runs while the other half's workers step
+        if on_step is not None:
+            on_step(t, int(sum(len(hid) for hid in ids)))
+        if stop or not live.any():
+            break
 
     lengths = np.array([len(a) for a in actions], dtype=np.int64)
     length = int(lengths.max())

@@ -223,7 +223,18 @@ class EnvPool:
 
     def step(self, actions: np.ndarray, indices: Sequence[int] | None = None) -> list[Observation]:
         """Step the envs in ``indices`` (default all) with ``actions`` (len(indices), 7), concurrently."""
-        out = self.call("step", list(np.asarray(actions, dtype=np.float64)), indices)
+        indices = list(range(self.num_envs)) if indices is None else list(indices)
+        self.step_send(actions, indices)
+        return self.step_recv(indices)
+
+    def step_send(self, actions: np.ndarray, indices: Sequence[int]) -> None:
+        """Start stepping the envs in ``indices`` and return at once; :meth:`step_recv` collects the
+        observations. Other work (the policy call for other envs) can run in between."""
+        self._send("step", list(np.asarray(actions, dtype=np.float64)), list(indices))
+
+    def step_recv(self, indices: Sequence[int]) -> list[Observation]:
+        """Wait for the envs in ``indices``, which :meth:`step_send` started, and return their observations."""
+        out = self._gather("step", list(indices), self.timeout_s)
         self.step_count += 1
         return out
 
