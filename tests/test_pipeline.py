@@ -34,6 +34,9 @@ def test_miniature_pipeline_writes_report_and_skips_done_stages(tmp_path):
     assert (out / "learning_curve.png").stat().st_size > 1000
     cfg_used = json.loads((out / "tgrpo" / "train_config.json").read_text())
     assert cfg_used["rollout"]["max_steps"] == 8 and cfg_used["eval_every"] == 1
+    state = json.loads((out / "tgrpo" / "checkpoint" / "trainer_state.json").read_text())
+    assert set(state["probe_start"]) == {"probe/nll", "probe/entropy"}  # scored on the collected demos
+    assert 0 < state["history"][0]["probe/nll"] < 10 and 0 < state["history"][0]["probe/entropy"] < 5.6
     # a second run finds every stage done: the demos and SFT are kept, TGRPO resumes at its last iteration
     sft_mtime = (out / "sft" / "sft_summary.json").stat().st_mtime
     again = run_pipeline(cfg)

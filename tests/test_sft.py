@@ -102,3 +102,33 @@ def test_fine_tuning_a_checkpoint_reads_the_checkpoints_cameras(demo_file, tmp_p
     from tgrpo.policy.vla import TinyVLA
 
     assert TinyVLA.load(tmp_path / "ft" / "checkpoint").config.cameras == ("agentview", "wrist")
+
+
+def test_training_probe_scores_the_first_demos_and_tracks_the_policy(demo_file):
+    """tgrpo train's probe: the first ``probe_demos`` demos of the task, scored as SFT validation is."""
+    from tgrpo.config import TrainConfig
+    from tgrpo.policy.vla import TinyVLA
+    from tgrpo.sft import batch_inputs, evaluate_rows
+    from tgrpo.train import demo_probe, probe_metrics
+
+    torch.manual_seed(0)
+    policy = TinyVLA(PolicyConfig(size=SMALL, image_size=32))
+    task = TaskInfo("libero_object", 0, "pick_up_x", "pick up the alphabet soup", "t.bddl")
+    assert demo_probe(TrainConfig(demos=str(demo_file), probe_demos=0), task, policy) is None
+    assert demo_probe(TrainConfig(demos=None), task, policy) is None
+    probe = demo_probe(TrainConfig(demos=str(demo_file), probe_demos=2), task, policy)
+    assert len(probe) == 40 and probe.features is not None  # 2 demos x 20 steps, encoded once
+    before = probe_metrics(policy, probe)
+    assert set(before) == {"probe/nll", "probe/entropy"}
+    assert 0 < before["probe/entropy"] <= np.log(256) + 1e-4  # nats over 256 bins
+    opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=2e-3)
+    for _ in range(20):  # behaviour-clone the probe rows: their NLL must fall
+        inputs, bins = batch_inputs(policy, probe, np.arange(len(probe)))
+        loss = -policy.token_logprobs(inputs, bins, temperature=1.0).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    after = probe_metrics(policy, probe)
+    assert after["probe/nll"] < before["probe/nll"] - 0.5, (before, after)
+    same = evaluate_rows(policy, probe)  # the probe is teacher-forced NLL and entropy as SFT's validation
+    assert abs(same["val/nll"] - after["probe/nll"]) < 1e-4 and abs(same["val/entropy"] - after["probe/entropy"]) < 1e-4

@@ -129,6 +129,11 @@ class TrainConfig:
         out: run directory.
         num_threads: torch threads for the update (rollouts use 1: the env workers use the cores).
         seed: seeds the placements, the sampling and the minibatch order.
+        probe_demos: the first ``probe_demos`` demos of the task (from ``demos``) are scored before training
+            and after every update: the policy's NLL of the expert's action tokens and its entropy
+            (``probe/*`` scalars). They show how far RL moves the policy from the
+            demonstrated behaviour, and whether its entropy grows, on the same observations every time
+            (a group's own entropy depends on where its trajectories went). Not in the paper; 0 turns it off.
         policy: the policy; ``checkpoint`` is the SFT checkpoint to start from; ``lora_rank`` > 0 makes the
             frozen SFT weights the reference policy (paper: LoRA).
     """
@@ -143,6 +148,7 @@ class TrainConfig:
     out: str = "runs/tgrpo"
     num_threads: int = 2
     seed: int = 0
+    probe_demos: int = 2
     policy: PolicyConfig = field(default_factory=lambda: PolicyConfig(lora_rank=16))
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     reward: RewardConfig = field(default_factory=RewardConfig)
@@ -152,6 +158,8 @@ class TrainConfig:
         get_suite(self.suite)
         if self.iterations < 1:
             raise ConfigError(f"iterations must be >= 1, got {self.iterations}")
+        if self.probe_demos < 0:
+            raise ConfigError(f"probe_demos must be >= 0, got {self.probe_demos}")
         if self.eval_every < 0 or self.save_every < 1:
             raise ConfigError(f"eval_every must be >= 0 and save_every >= 1, got {self.eval_every}, {self.save_every}")
         for i in self.eval_init_states:

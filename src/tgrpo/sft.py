@@ -215,22 +215,25 @@ def batch_inputs(policy: LlavaVLA, rows: DemoRows, index: np.ndarray, shift: int
 
 @torch.no_grad()
 def evaluate_rows(policy: LlavaVLA, rows: DemoRows, batch_size: int = 64) -> dict[str, float]:
-    """Validation metrics: token NLL, token accuracy, and L1 error of the greedy action (normalised units)."""
+    """Validation metrics: token NLL, greedy token accuracy, L1 error of the greedy action (normalised units)
+    and the entropy of the token distributions (nats, temperature 1)."""
     policy.eval()
-    nll, acc, l1, count = 0.0, 0.0, 0.0, 0
+    nll, acc, l1, entropy, count = 0.0, 0.0, 0.0, 0.0, 0
     for start in range(0, len(rows), batch_size):
         index = np.arange(start, min(start + batch_size, len(rows)))
         inputs, bins = batch_inputs(policy, rows, index)
         greedy, _ = policy.sample(inputs, temperature=0.0)
-        logp = policy.token_logprobs(inputs, bins, temperature=1.0)
+        logp, ent = policy.token_logprobs(inputs, bins, temperature=1.0, with_entropy=True)
         nll += float(-logp.sum())
+        entropy += float(ent.sum())
         acc += float((greedy == bins).float().sum())
         centers = torch.from_numpy(policy.action_tokenizer.decode(greedy.numpy()))
         target = torch.from_numpy(policy.normalizer.normalize(rows.actions[index]))
         l1 += float((centers - target).abs().sum())
         count += bins.numel()
     policy.train()
-    return {"val/nll": nll / count, "val/token_acc": acc / count, "val/l1": l1 / count}
+    return {"val/nll": nll / count, "val/token_acc": acc / count, "val/l1": l1 / count,
+            "val/entropy": entropy / count}
 
 
 def lr_at(step: int, cfg: SFTConfig) -> float:

@@ -27,7 +27,7 @@ from tgrpo.algo.advantages import absorb_success, get_advantage_estimator
 from tgrpo.algo.loss import tgrpo_loss, token_weights
 from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
 from tgrpo.config import TrainConfig
-from tgrpo.data.hdf5 import load_task_demos
+from tgrpo.data.hdf5 import find_task_demo_file, load_task_demos
 from tgrpo.envs.config import EnvConfig
 from tgrpo.envs.libero_env import LiberoEnv, TaskInfo
 from tgrpo.errors import TgrpoError
@@ -40,6 +40,7 @@ from tgrpo.reward.sources import task_stages
 from tgrpo.rollout.engine import rollout_group
 from tgrpo.rollout.types import GroupRollout
 from tgrpo.rollout.workers import EnvPool
+from tgrpo.sft import DemoRows, batch_inputs, cache_features, load_rows
 
 MAX_BAD_UPDATES = 5  # consecutive non-finite gradients before the run stops
 
@@ -182,6 +183,33 @@ def task_keyposes(cfg: TrainConfig, task: TaskInfo, stages) -> Keyposes:
         return extract_keyposes(demos, env, stages)
 
 
+def demo_probe(cfg: TrainConfig, task: TaskInfo, policy) -> DemoRows | None:
+    """All rows of the task's first ``cfg.probe_demos`` demos, encoded once (None without demos or probe)."""
+    if not cfg.demos or cfg.probe_demos == 0:
+        return None
+    path = find_task_demo_file(cfg.demos, task)
+    rows, _ = load_rows([path], policy.config.cameras, val_fraction=0.0, seed=cfg.seed, max_demos=cfg.probe_demos)
+    return cache_features(policy, rows)
+
+
+@torch.no_grad()
+def probe_metrics(policy, probe: DemoRows | None, batch_size: int = 64) -> dict[str, float]:
+    """``probe/nll``: mean NLL of the expert's action tokens; ``probe/entropy``: mean entropy (nats) of the
+    policy's token distributions, both teacher-forced at temperature 1 on the probe rows (one forward pass
+    per batch, about 2 s for two demos)."""
+    if probe is None:
+        return {}
+    was_training = policy.training
+    policy.eval()
+    nll = entropy = 0.0
+    for start in range(0, len(probe), batch_size):
+        inputs, bins = batch_inputs(policy, probe, np.arange(start, min(start + batch_size, len(probe))))
+        logp, ent = policy.token_logprobs(inputs, bins, temperature=1.0, with_entropy=True)
+        nll, entropy = nll - float(logp.sum()), entropy + float(ent.sum())
+    policy.train(was_training)
+    return {"probe/nll": nll / (7 * len(probe)), "probe/entropy": entropy / (7 * len(probe))}
+
+
 def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tensor) -> dict[str, float]:
     mask = rollout.mask.numpy()
     absorbed, absorbed_mask = absorb_success(torch.from_numpy(rewards.rewards), rollout.mask, rollout.success)
@@ -223,10 +251,11 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
             policy.enable_lora(cfg.policy.lora_rank, cfg.policy.lora_alpha)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.algo.lr, weight_decay=cfg.algo.weight_decay)
-    start, history, evals = 0, [], []
+    start, history, evals, probe_start = 0, [], [], {}
     if ckpt is not None:
         state = load_trainer_state(ckpt, optimizer)
         start, history, evals = int(state["iteration"]), state["history"], state["evals"]
+        probe_start = state.get("probe_start", {})
         policy.generator.set_state(torch.tensor(state["generator"], dtype=torch.uint8))
         print(f"resuming {out} at iteration {start}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
@@ -245,6 +274,11 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
         kp_file.write_text(json.dumps(keyposes.to_dict(), indent=2))
         evaluator = StageEvaluator(task, stages, keyposes, StageRewardParams(cfg.reward.sigma, cfg.reward.shaping_weight))
         sampler = FixedTemperature(policy, policy.config.temperature)
+        probe = demo_probe(cfg, task, policy)
+        if start == 0 and probe is not None:
+            probe_start = probe_metrics(policy, probe)  # the starting (SFT) policy
+            for k, v in probe_start.items():
+                writer.add_scalar(k, v, 0)
 
         def run_eval(iteration: int) -> None:
             ecfg = EvalConfig(suite=cfg.suite, tasks=(task.task_id,), init_states=cfg.eval_init_states,
@@ -282,7 +316,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
             if bad_updates >= MAX_BAD_UPDATES:
                 raise TgrpoError(f"{bad_updates} iterations in a row had only non-finite gradients; stopping. "
                                  f"The last good checkpoint is in {out / 'checkpoint'}")
-            metrics = group_metrics(group, rewards, adv)                                                  # 5. log
+            metrics = group_metrics(group, rewards, adv) | probe_metrics(policy, probe)                   # 5. log
             metrics.update({f"update/{k}": float(v) for k, v in asdict(stats).items()})
             env_steps = int(group.lengths.sum())
             metrics.update({"time/rollout_s": t_rollout, "time/update_s": t_update,
@@ -298,12 +332,14 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
                 run_eval(done)
             if done % cfg.save_every == 0 or done == cfg.iterations or done == stop_at:
                 save_checkpoint(out / "checkpoint", policy.save, optimizer, {
-                    "iteration": done, "history": history, "evals": evals,
+                    "iteration": done, "history": history, "evals": evals, "probe_start": probe_start,
                     "generator": policy.generator.get_state().tolist()})
             if done == stop_at:
                 break
     writer.close()
     summary = {"task": task.name, "suite": cfg.suite, "iterations": len(history), "evals": evals,
+               "probe_start": probe_start, "probe_end": {k: v for k, v in (history[-1] if history else {}).items()
+                                                         if k.startswith("probe/")},
                "final_group_success": history[-1]["rollout/success_rate"] if history else None}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
