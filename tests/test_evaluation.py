@@ -50,6 +50,12 @@ def test_paired_comparison_counts_and_cli(tmp_path, capsys):
     _write_eval(tmp_path / "other_states", {7: True})
     with pytest.raises(ConfigError, match="share no"):
         paired_comparison(read_episodes(a), read_episodes(tmp_path / "other_states"))
+    # A+B joins evaluations of disjoint states; an episode with two different outcomes is refused
+    joined = read_episodes(f"{a}+{tmp_path / 'other_states'}")
+    assert joined == {**read_episodes(a), (0, 7): True}
+    _write_eval(tmp_path / "clash", {0: False})
+    with pytest.raises(ConfigError, match="task 0 init state 0 succeeds in one of"):
+        read_episodes(f"{a}+{tmp_path / 'clash'}")
 
 
 def test_bad_eval_config():

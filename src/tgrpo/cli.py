@@ -274,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("compare", help="paired comparison of evaluations on the same init states (McNemar test)")
-    p.add_argument("baseline", help="evaluation directory (with episodes.jsonl), e.g. of the SFT checkpoint")
+    p.add_argument("baseline", help="evaluation directory (with episodes.jsonl), e.g. of the SFT checkpoint; "
+                   "A+B joins several (e.g. init states 0-19 and 20-49 evaluated separately)")
     p.add_argument("others", nargs="+", help="evaluation directories to compare with it, e.g. RUN/eval/iter_0040")
     p.set_defaults(func=cmd_compare)
 

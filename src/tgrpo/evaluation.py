@@ -145,7 +145,18 @@ def mcnemar_exact_p(only_a: int, only_b: int) -> float:
 
 
 def read_episodes(path: str | Path) -> dict[tuple[int, int], bool]:
-    """``(task, init_state) -> success`` from an evaluation directory (or its episodes.jsonl)."""
+    """``(task, init_state) -> success`` from an evaluation directory (or its episodes.jsonl).
+
+    ``"A+B"`` joins several evaluations (e.g. init states 0-19 in one directory and 20-49 in another); an
+    episode found in two of them with different outcomes is an error."""
+    if "+" in str(path) and not Path(path).exists():
+        merged: dict[tuple[int, int], bool] = {}
+        for part in str(path).split("+"):
+            for key, success in read_episodes(part).items():
+                if merged.setdefault(key, success) != success:
+                    raise ConfigError(f"task {key[0]} init state {key[1]} succeeds in one of {path} and fails "
+                                      "in another; join evaluations of the same policy only")
+        return merged
     path = Path(path)
     log = path / EPISODES_FILE if path.is_dir() else path
     if not log.exists():
