@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 PANELS = (("rollout/success_rate", "group success (sampled rollouts)"), ("reward/return_mean", "group mean return"),
-          ("reward/max_stage", "max stage reached"), ("update/kl", "KL to the SFT policy (k3)"))
+          ("reward/max_stage", "max stage reached"), ("update/entropy", "token entropy on the group's steps"),
+          ("update/kl", "KL to the SFT policy (k3)"))
 
 
 def _load(run: str) -> dict:
@@ -52,7 +53,7 @@ def main() -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4 * len(PANELS), 3.4))
+    fig, axes = plt.subplots(1, len(PANELS), figsize=(3.6 * len(PANELS), 3.4))
     for label, state in runs.items():
         hist = state["history"]
         its = [h["iteration"] for h in hist]

@@ -48,6 +48,25 @@ def time_sample(policy: TinyVLA, batch: int, repeats: int) -> float:
     return float(np.median(times))
 
 
+def time_sample_parts(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float]:
+    """The two parts of :func:`time_sample`: the frozen encoder on the batch's images, and the language
+    model's KV-cached decoding of 7 tokens from those features."""
+    rng = np.random.default_rng(0)
+    inputs = policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8)))
+    encoded = policy.encode(inputs)
+
+    def median(fn) -> float:
+        fn()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return float(np.median(times))
+
+    return median(lambda: policy.encode(inputs)), median(lambda: policy.sample(encoded, temperature=1.0))
+
+
 def time_train_step(policy: TinyVLA, batch: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
     # the learner encodes a group's images once with the frozen encoder, then trains on the features
@@ -76,8 +95,9 @@ def main() -> None:
     policy = TinyVLA(PolicyConfig())
     n_params = sum(x.numel() for x in policy.parameters()) / 1e6
     print(f"tiny-vla, {n_params:.2f} M parameters\n")
-    print(f"| busy cores | torch threads | sample batch {args.batch} (ms) | train step batch {args.train_batch} (s) |")
-    print("|---|---|---|---|")
+    print(f"| busy cores | torch threads | sample batch {args.batch} (ms) | of which encoder (ms) | of which LM (ms) "
+          f"| train step batch {args.train_batch} (s) |")
+    print("|---|---|---|---|---|---|")
     for busy in args.busy:
         stop = mp.Event()
         spinners = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(busy)]
@@ -87,8 +107,10 @@ def main() -> None:
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 sample = time_sample(policy, args.batch, args.repeats)
+                encoder, lm = time_sample_parts(policy, args.batch, args.repeats)
                 train = time_train_step(policy, args.train_batch, max(2, args.repeats // 2))
-                print(f"| {busy} | {threads} | {1000 * sample:.0f} | {train:.2f} |", flush=True)
+                print(f"| {busy} | {threads} | {1000 * sample:.0f} | {1000 * encoder:.0f} | {1000 * lm:.0f} | "
+                      f"{train:.2f} |", flush=True)
         finally:
             stop.set()
             for s in spinners:
