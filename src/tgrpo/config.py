@@ -32,7 +32,8 @@ class RolloutConfig:
         worker_timeout_s: seconds before an env worker counts as hung.
         overlap: step the two halves of the group out of phase, so the policy call for one half runs while
             the other half's workers simulate and render (not in the paper, which batches the whole group;
-            the trajectories follow the same rules, only the order of random draws differs). Measured in
+            the trajectories follow the same rules; the order of random draws and the policy's batch
+            composition, hence float rounding, differ). Measured in
             docs/performance.md.
     """
 

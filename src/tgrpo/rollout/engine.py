@@ -63,7 +63,8 @@ def rollout_group(
         on_step: called as ``on_step(t, num_live)`` after every step (progress display).
         overlap: step the two halves of the group out of phase, so that the policy call for one half
             overlaps the other half's simulation and rendering (docs/performance.md). The trajectories
-            follow the same rules either way; only the order of the policy's random draws differs.
+            follow the same rules either way; the order of the policy's random draws differs, and so
+            does its batch composition (float rounding of a batched call can differ in the last bits).
 
     Returns:
         A validated :class:`GroupRollout`.
