@@ -31,21 +31,23 @@ def _images(policy: TinyVLA, batch: int, rng: np.random.Generator) -> dict[str, 
     return {c: rng.integers(0, 256, (batch, 128, 128, 3), dtype=np.uint8) for c in policy.config.cameras}
 
 
+def median_time(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` calls, after one untimed warm-up call."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
 def time_sample(policy: TinyVLA, batch: int, repeats: int) -> float:
     """One batched sampling call as in a rollout step: input preparation, the encoder, 7 KV-cached tokens."""
     rng = np.random.default_rng(0)
     images, proprio = _images(policy, batch, rng), rng.normal(size=(batch, 8))
-
-    def step():
-        policy.sample(policy.inputs(images, [INSTR] * batch, proprio), temperature=1.0)
-
-    step()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+    return median_time(lambda: policy.sample(policy.inputs(images, [INSTR] * batch, proprio), temperature=1.0),
+                       repeats)
 
 
 def time_sample_parts(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float]:
@@ -54,17 +56,8 @@ def time_sample_parts(policy: TinyVLA, batch: int, repeats: int) -> tuple[float,
     rng = np.random.default_rng(0)
     inputs = policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8)))
     encoded = policy.encode(inputs)
-
-    def median(fn) -> float:
-        fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return float(np.median(times))
-
-    return median(lambda: policy.encode(inputs)), median(lambda: policy.sample(encoded, temperature=1.0))
+    return (median_time(lambda: policy.encode(inputs), repeats),
+            median_time(lambda: policy.sample(encoded, temperature=1.0), repeats))
 
 
 def time_train_step(policy: TinyVLA, batch: int, repeats: int) -> float:
@@ -73,15 +66,14 @@ def time_train_step(policy: TinyVLA, batch: int, repeats: int) -> float:
     inputs = policy.encode(policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8))))
     bins = torch.randint(0, 256, (batch, 7))
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-4)
-    times = []
-    for _ in range(repeats + 1):
-        t0 = time.perf_counter()
+
+    def step() -> None:
         loss = -policy.token_logprobs(inputs, bins).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times[1:]))
+
+    return median_time(step, repeats)
 
 
 def main() -> None:
