@@ -119,10 +119,9 @@ def rollout_group(
     # observation t with its action t, and both halves' results for step t are known before any env is sent
     # step t + 1, so the stop rules are exactly those of the one-batch loop.
     halves = np.array_split(np.arange(n), 2 if overlap and n > 1 else 1)
-    live_in = [lambda h=h: h[live[h]] for h in halves]
     ahead: PolicyStep | None = None  # half 0's next action, computed while half 1 was stepping
     for t in range(max_steps):
-        ids = [get() for get in live_in]
+        ids = [h[live[h]] for h in halves]  # the live envs of each half
         outs: list[PolicyStep | None] = [None] * len(halves)
         for h, hid in enumerate(ids):
             if len(hid):
@@ -135,8 +134,8 @@ def rollout_group(
                 continue
             solved = record(hid, outs[h], pool.step_recv(hid))
             stop = stop or (stop_rule == "first_success" and bool(solved.any()))
-            if h == 0 and len(ids) > 1 and not stop and t + 1 < max_steps and len(live_in[0]()):
-                ahead = act(live_in[0]())  # runs while the other half's workers step
+            if h == 0 and len(halves) > 1 and not stop and t + 1 < max_steps and live[halves[0]].any():
+                ahead = act(halves[0][live[halves[0]]])  # runs while the other half's workers step
         if on_step is not None:
             on_step(t, int(sum(len(hid) for hid in ids)))
         if stop or not live.any():
