@@ -24,7 +24,6 @@ import time
 import numpy as np
 import torch
 
-from tgrpo.algo.advantages import absorb_success, get_advantage_estimator
 from tgrpo.config import AlgoConfig, RewardConfig, TrainConfig
 from tgrpo.envs import EnvConfig
 from tgrpo.evaluation import FixedTemperature
@@ -38,7 +37,7 @@ from tgrpo.reward.dense import (
 )
 from tgrpo.reward.sources import task_stages
 from tgrpo.rollout import EnvPool, rollout_group
-from tgrpo.train import flatten_group, update_policy
+from tgrpo.train import flatten_group, group_advantages, update_policy
 
 
 def bare(pool: EnvPool, steps: int, rng: np.random.Generator) -> float:
@@ -70,8 +69,7 @@ def learner(policy, group, rewards, threads: int) -> float:
     """Samples (valid steps x epochs) per second of one TGRPO update, including the frozen-encoder pass."""
     torch.set_num_threads(threads)
     algo = AlgoConfig()
-    adv = get_advantage_estimator(algo.advantage)(*absorb_success(torch.from_numpy(rewards.rewards), group.mask,
-                                                                  group.success), a1=algo.a1, a2=algo.a2) * group.mask
+    adv = group_advantages(group, rewards, algo)
     optimizer = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=algo.lr)
     start = time.perf_counter()
     update_policy(policy, optimizer, flatten_group(group, adv, policy, group.task.language), algo,

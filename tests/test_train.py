@@ -87,7 +87,8 @@ def test_overrides_keep_nested_defaults():
 
 
 @pytest.mark.sim
-def test_short_training_run_learns_checkpoints_and_resumes(tmp_path):
+def test_short_training_run_learns_checkpoints_and_resumes(tmp_path, monkeypatch):
+    import tgrpo.train
     from tgrpo.train import train
 
     sft = tmp_path / "sft"
@@ -101,7 +102,18 @@ def test_short_training_run_learns_checkpoints_and_resumes(tmp_path):
     assert summary["iterations"] == 1
     state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
     assert state["iteration"] == 1 and np.isfinite(state["history"][0]["update/loss"])
-    summary = train(cfg)  # resumes at iteration 1
+    real_evaluate = tgrpo.train.evaluate
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tgrpo.train, "evaluate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg)  # resumes at iteration 1, trains iteration 2, is stopped during the final evaluation
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["iteration"] == 2 and state["evals"] == []  # iteration 2 was saved before its evaluation
+    monkeypatch.setattr(tgrpo.train, "evaluate", real_evaluate)
+    summary = train(cfg)  # only the evaluation is left to run
     assert summary["iterations"] == 2
     hist = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())["history"]
     assert [h["iteration"] for h in hist] == [1, 2] and hist[1]["rollout/length"] == 6

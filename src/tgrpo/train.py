@@ -183,6 +183,14 @@ def task_keyposes(cfg: TrainConfig, task: TaskInfo, stages) -> Keyposes:
         return extract_keyposes(demos, env, stages)
 
 
+def group_advantages(group: GroupRollout, rewards: DenseRewards, algo) -> torch.Tensor:
+    """(N, T) advantages of a group under ``algo.advantage``, zero on padded steps. Under ``all_done`` a
+    success is absorbing (:func:`absorb_success`) before the z-scores."""
+    estimator = get_advantage_estimator(algo.advantage)
+    absorbed = absorb_success(torch.from_numpy(rewards.rewards), group.mask, group.success)
+    return estimator(*absorbed, a1=algo.a1, a2=algo.a2, eps=algo.adv_eps) * group.mask
+
+
 def demo_probe(cfg: TrainConfig, task: TaskInfo, policy) -> DemoRows | None:
     """All rows of the task's first ``cfg.probe_demos`` demos, encoded once (None without demos or probe)."""
     if not cfg.demos or cfg.probe_demos == 0:
@@ -251,7 +259,6 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
         print(f"resuming {out} at iteration {start}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2, default=str))
-    estimator = get_advantage_estimator(cfg.algo.advantage)
     cameras = policy.config.cameras
     env_cfg = EnvConfig(suite=cfg.suite, task=cfg.task, cameras=cameras, image_size=policy.config.image_size)
     writer = SummaryWriter(str(out / "tb"))
@@ -280,8 +287,19 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
                           "successes": summary["successes"], "episodes": summary["episodes"]})
             writer.add_scalar("eval/success_rate", summary["success_rate"], iteration)
 
+        def eval_due(done: int) -> bool:
+            return done == cfg.iterations or bool(cfg.eval_every and done % cfg.eval_every == 0)
+
+        def save(done: int) -> None:
+            save_checkpoint(out / "checkpoint", policy.save, optimizer, {
+                "iteration": done, "history": history, "evals": evals, "probe_start": probe_start,
+                "generator": policy.generator.get_state().tolist()})
+
         if cfg.eval_every and start == 0 and not evals:
             run_eval(0)  # the starting (SFT) policy on the held-out states
+        if start and eval_due(start) and not any(e["iteration"] == start for e in evals):
+            run_eval(start)  # interrupted during this evaluation: it resumes from its episodes.jsonl
+            save(start)
         bar = tqdm(range(start, cfg.iterations), initial=start, total=cfg.iterations, desc="tgrpo", unit="iter",
                    file=sys.stderr)
         for it in bar:
@@ -296,8 +314,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
                                   max_steps=cfg.rollout.max_steps, overlap=cfg.rollout.overlap)           # 1. group
             t_rollout = time.perf_counter() - t0
             rewards = dense_rewards(evaluator, group.states, group.mask.numpy(), group.scenes)            # 2. rewards
-            adv = estimator(*absorb_success(torch.from_numpy(rewards.rewards), group.mask, group.success),
-                            a1=cfg.algo.a1, a2=cfg.algo.a2, eps=cfg.algo.adv_eps) * group.mask            # 3. advantages
+            adv = group_advantages(group, rewards, cfg.algo)                                              # 3. advantages
             torch.set_num_threads(cfg.num_threads)
             t1 = time.perf_counter()
             stats = update_policy(policy, optimizer, flatten_group(group, adv, policy, task.language), cfg.algo,
@@ -319,12 +336,11 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
             bar.set_postfix(success=f"{metrics['rollout/success_rate']:.2f}", ret=f"{metrics['reward/return_mean']:.1f}",
                             kl=f"{stats.kl:.3f}")
             done = it + 1
-            if done == cfg.iterations or (cfg.eval_every and done % cfg.eval_every == 0):
+            if eval_due(done):  # saved first, so an interrupted evaluation resumes with the same weights
+                save(done)
                 run_eval(done)
-            if done % cfg.save_every == 0 or done == cfg.iterations or done == stop_at:
-                save_checkpoint(out / "checkpoint", policy.save, optimizer, {
-                    "iteration": done, "history": history, "evals": evals, "probe_start": probe_start,
-                    "generator": policy.generator.get_state().tolist()})
+            if done % cfg.save_every == 0 or eval_due(done) or done == stop_at:
+                save(done)
             if done == stop_at:
                 break
     writer.close()
