@@ -1,4 +1,4 @@
-"""Learning curves of several `tgrpo train` runs in one PNG, and their held-out evaluations as a Markdown table.
+"""Learning curves of several `tgrpo train` runs in one PNG, and a Markdown table of their group statistics and evaluations.
 
     .venv/bin/python bench/learning_curves.py --runs TGRPO=runs/tgrpo_t0 GRPO=runs/grpo_t0 \\
         --out docs/img/curves_task0.png --window 4
@@ -69,16 +69,19 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)
     print(f"wrote {args.out}\n")
-    print("| run | iterations | group success (all iterations) | held-out evaluations |")
-    print("|---|---|---|---|")
+    print("| run | iterations | group success (all iterations) | groups with a success | mean max stage "
+          "| mean KL | probe NLL start -> end | held-out evaluations |")
+    print("|---|---|---|---|---|---|---|---|")
     for label, state in runs.items():
         hist = state["history"]
         n = state["group_size"]
-        wins = sum(h["rollout/success_rate"] for h in hist) * n
+        rates = [h["rollout/success_rate"] for h in hist]
+        probe = state.get("probe_start", {}).get("probe/nll"), hist[-1].get("probe/nll") if hist else None
+        probe_cell = f"{probe[0]:.3f} -> {probe[1]:.3f}" if None not in probe else "-"
         evals = ", ".join(f"it {e['iteration']}: {e['successes']}/{e['episodes']}" for e in state["evals"])
-        print(f"| {label} | {len(hist)} | {np.mean([h['rollout/success_rate'] for h in hist]):.2f} "
-              f"({wins:.0f} of {n * len(hist)} episodes) | {evals or '-'} |")
-
+        print(f"| {label} | {len(hist)} | {np.mean(rates):.2f} ({sum(rates) * n:.0f} of {n * len(hist)} episodes) "
+              f"| {sum(r > 0 for r in rates)} | {np.mean([h['reward/max_stage'] for h in hist]):.2f} "
+              f"| {np.mean([h['update/kl'] for h in hist]):.3f} | {probe_cell} | {evals or '-'} |")
 
 if __name__ == "__main__":
     main()
