@@ -43,7 +43,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = {}
     for item in args.runs:
-        label, sep, run = item.partition("=")
+        label, sep, run = item.rpartition("=")  # labels may contain "=" (G=8), paths rarely do
         if not sep:
             raise SystemExit(f"--runs entry {item!r} must look like LABEL=RUN_DIR")
         runs[label] = _load(run)
