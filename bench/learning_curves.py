@@ -76,12 +76,14 @@ def main() -> None:
         hist = state["history"]
         n = state["group_size"]
         rates = [h["rollout/success_rate"] for h in hist]
-        probe = state.get("probe_start", {}).get("probe/nll"), hist[-1].get("probe/nll") if hist else None
-        probe_cell = f"{probe[0]:.3f} -> {probe[1]:.3f}" if None not in probe else "-"
+        nll_start = state.get("probe_start", {}).get("probe/nll")  # absent in runs from before the probe
+        nll_end = hist[-1].get("probe/nll") if hist else None
+        probe_cell = f"{nll_start:.3f} -> {nll_end:.3f}" if nll_start is not None and nll_end is not None else "-"
         evals = ", ".join(f"it {e['iteration']}: {e['successes']}/{e['episodes']}" for e in state["evals"])
         print(f"| {label} | {len(hist)} | {np.mean(rates):.2f} ({sum(rates) * n:.0f} of {n * len(hist)} episodes) "
               f"| {sum(r > 0 for r in rates)} | {np.mean([h['reward/max_stage'] for h in hist]):.2f} "
               f"| {np.mean([h['update/kl'] for h in hist]):.3f} | {probe_cell} | {evals or '-'} |")
+
 
 if __name__ == "__main__":
     main()

@@ -102,8 +102,6 @@ def test_short_training_run_learns_checkpoints_and_resumes(tmp_path, monkeypatch
     assert summary["iterations"] == 1
     state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
     assert state["iteration"] == 1 and np.isfinite(state["history"][0]["update/loss"])
-    real_evaluate = tgrpo.train.evaluate
-
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
@@ -112,7 +110,7 @@ def test_short_training_run_learns_checkpoints_and_resumes(tmp_path, monkeypatch
         train(cfg)  # resumes at iteration 1, trains iteration 2, is stopped during the final evaluation
     state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
     assert state["iteration"] == 2 and state["evals"] == []  # iteration 2 was saved before its evaluation
-    monkeypatch.setattr(tgrpo.train, "evaluate", real_evaluate)
+    monkeypatch.undo()  # the real evaluate again
     summary = train(cfg)  # only the evaluation is left to run
     assert summary["iterations"] == 2
     hist = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())["history"]

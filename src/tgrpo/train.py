@@ -26,7 +26,7 @@ import torch
 from tgrpo.algo.advantages import absorb_success, get_advantage_estimator
 from tgrpo.algo.loss import tgrpo_loss, token_weights
 from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
-from tgrpo.config import TrainConfig
+from tgrpo.config import AlgoConfig, TrainConfig
 from tgrpo.data.hdf5 import find_task_demo_file, load_task_demos
 from tgrpo.envs.config import EnvConfig
 from tgrpo.envs.libero_env import LiberoEnv, TaskInfo
@@ -183,7 +183,7 @@ def task_keyposes(cfg: TrainConfig, task: TaskInfo, stages) -> Keyposes:
         return extract_keyposes(demos, env, stages)
 
 
-def group_advantages(group: GroupRollout, rewards: DenseRewards, algo) -> torch.Tensor:
+def group_advantages(group: GroupRollout, rewards: DenseRewards, algo: AlgoConfig) -> torch.Tensor:
     """(N, T) advantages of a group under ``algo.advantage``, zero on padded steps. Under ``all_done`` a
     success is absorbing (:func:`absorb_success`) before the z-scores."""
     estimator = get_advantage_estimator(algo.advantage)
