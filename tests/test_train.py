@@ -64,10 +64,13 @@ def test_non_finite_update_is_skipped_and_weights_kept():
     (["algo.a1=-0.3"], "a1 and algo.a2 must be >= 0"),
     (["algo.a1=0", "algo.a2=0"], "positive sum"),
     (["algo.advantage=ppo"], "advantage 'ppo'.*tgrpo, grpo, step"),
+    (["algo.objective=ppo"], "objective 'ppo'.*clip, dpo"),
+    (["algo.objective=dpo", "policy.lora_rank=0"], "objective=dpo .*policy.lora_rank > 0"),
+    (["algo.dpo_beta=0"], "dpo_beta must be > 0"),
     (["suite=libero_100"], "libero_100"),
     (["rollout.stop_rule=whenever"], "stop_rule 'whenever'.*first_success, all_done"),
     (["rollout.overlap=yes"], "rollout.overlap must be true or false, got .yes."),
-    (["algo.gamma=0.9"], "unknown config key.*algo.gamma.*valid: algo.advantage"),
+    (["algo.gamma=0.9"], "unknown config key.*algo.gamma.*valid: algo.objective, algo.advantage"),
     (["eval_init_states=[50]"], r"eval_init_states entry 50.*0\.\.49"),
     (["eval_init_states=40-50"], r"eval_init_states entry 50.*0\.\.49"),
     (["rollout.train_init_states=a-b"], "rollout.train_init_states 'a-b' is not a list of indices"),
@@ -138,3 +141,54 @@ def test_group_metrics_report_whether_the_success_has_the_best_return():
     assert m["reward/success_is_best"] == 0.0 and m["adv/success_mean"] < 0
     rollout.success = torch.zeros(3, dtype=torch.bool)
     assert "reward/success_is_best" not in group_metrics(rollout, rewards, adv)
+
+
+def _two_trajectories(policy, steps=6):
+    rng = np.random.default_rng(1)
+    n = 2 * steps
+    images = {c: torch.from_numpy(rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)) for c in ("agentview", "wrist")}
+    tokens = torch.randint(0, 256, (n, 7), generator=torch.Generator().manual_seed(1))
+    traj = torch.tensor([0] * steps + [1] * steps)
+    return StepBatch(_inputs(policy, images, n), tokens, torch.zeros(n, 7), torch.zeros(n), torch.full((n,), 1 / n),
+                     traj=traj, returns=torch.tensor([0.0, 2.0]))  # trajectory 1 is preferred
+
+
+def test_dpo_update_has_the_full_graph_gradient_and_prefers_the_better_trajectory():
+    from tgrpo.algo.loss import dpo_loss
+    from tgrpo.train import update_dpo
+
+    torch.manual_seed(0)
+    policy = TinyVLA(PolicyConfig(size=SMALL, image_size=32, lora_rank=4))
+    batch = _two_trajectories(policy)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    with torch.no_grad(), policy.reference():
+        ref = policy.token_logprobs(batch.inputs, batch.tokens)
+    sign = torch.where(batch.traj == 1, 1.0, -1.0)
+    # readable version: the whole pair in one graph
+    margin = (sign[:, None] * (policy.token_logprobs(batch.inputs, batch.tokens) - ref)).sum()
+    full = torch.autograd.grad(dpo_loss(margin, 0.1), params)
+    # update_dpo's micro-batched gradient (lr 0 keeps the weights, the gradient stays in .grad)
+    algo = AlgoConfig(objective="dpo", epochs=1, microbatch_steps=4, lr=1e-9, grad_clip=1e9)
+    opt = torch.optim.SGD(params, lr=0.0)
+    stats = update_dpo(policy, opt, batch, algo, np.random.default_rng(0))
+    assert stats.optimizer_steps == 1
+    for g, p in zip(full, params):
+        torch.testing.assert_close(p.grad, g, atol=1e-6, rtol=1e-4)
+    # training moves probability from the rejected trajectory to the chosen one, against the reference
+    opt = torch.optim.AdamW(params, lr=3e-3)
+    stats = update_dpo(policy, opt, batch, AlgoConfig(objective="dpo", epochs=6, microbatch_steps=4), np.random.default_rng(0))
+    with torch.no_grad():
+        after = (sign[:, None] * (policy.token_logprobs(batch.inputs, batch.tokens) - ref)).sum()
+    assert stats.optimizer_steps == 6 and after > 1.0 and stats.preference_margin > 0
+    # equal returns: nothing to prefer, no step
+    tied = StepBatch(batch.inputs, batch.tokens, batch.old_logp, batch.adv, batch.weights, batch.traj, torch.ones(2))
+    assert update_dpo(policy, opt, tied, algo, np.random.default_rng(0)).optimizer_steps == 0
+
+
+def test_objective_registry_matches_the_config_choices():
+    from tgrpo.config import OBJECTIVES as CONFIG_OBJECTIVES
+    from tgrpo.train import OBJECTIVES, get_objective
+
+    assert tuple(OBJECTIVES) == CONFIG_OBJECTIVES
+    with pytest.raises(ConfigError, match="objective 'ppo'.*clip, dpo"):
+        get_objective("ppo")

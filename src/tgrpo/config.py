@@ -15,6 +15,7 @@ from tgrpo.reward.sources import RewardConfig
 from tgrpo.rollout.types import STOP_RULES
 
 TRAIN_INITS = ("random", "fixed")
+OBJECTIVES = ("clip", "dpo")  # the update functions of tgrpo.train.OBJECTIVES
 
 
 @dataclass(frozen=True)
@@ -67,6 +68,11 @@ class AlgoConfig:
     """The TGRPO update.
 
     Attributes:
+        objective: the update. ``clip``: the paper's clipped surrogate of the advantages minus ``beta`` * k3
+            KL (TGRPO, and GRPO with ``advantage=grpo``). ``dpo``: the trajectory-preference baseline of the
+            paper's comparison (OpenVLA-DPO, GRAPE): DPO on the group's highest- vs lowest-return
+            trajectory, both from the same initial state; uses ``dpo_beta``, ``epochs`` and the reference
+            policy, not the advantages, ``clip_eps`` or ``beta``.
         advantage: estimator: ``tgrpo`` (a1 * A_step + a2 * A_traj), ``grpo`` (A_traj only, the paper's
             "w/o step-level" ablation) or ``step`` (A_step only, "w/o trajectory-level").
         a1: alpha_1, weight of the step-level advantage (paper 0.3).
@@ -84,8 +90,10 @@ class AlgoConfig:
         weight_decay: AdamW weight decay.
         grad_clip: max global gradient norm.
         adv_eps: epsilon added to the group std in the z-scores.
+        dpo_beta: DPO's inverse temperature on the trajectory log-ratio margin (DPO's usual 0.1).
     """
 
+    objective: str = "clip"
     advantage: str = "tgrpo"
     a1: float = 0.3
     a2: float = 0.7
@@ -98,8 +106,13 @@ class AlgoConfig:
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     adv_eps: float = 1e-6
+    dpo_beta: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise choice_error("algo.objective", self.objective, OBJECTIVES)
+        if self.dpo_beta <= 0:
+            raise ConfigError(f"algo.dpo_beta must be > 0, got {self.dpo_beta}")
         if self.advantage not in ADVANTAGE_ESTIMATORS:
             raise choice_error("algo.advantage", self.advantage, ADVANTAGE_ESTIMATORS)
         if self.a1 < 0 or self.a2 < 0 or self.a1 + self.a2 <= 0:
@@ -166,6 +179,9 @@ class TrainConfig:
         for i in self.eval_init_states:
             if not 0 <= i < NUM_INIT_STATES:
                 raise range_error("eval_init_states entry", i, 0, NUM_INIT_STATES - 1)
+        if self.algo.objective == "dpo" and self.policy.lora_rank == 0:
+            raise ConfigError("algo.objective=dpo compares against the reference policy, the base weights with "
+                              "the LoRA adapter off: set policy.lora_rank > 0 (default 16)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -19,18 +19,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 
 from tgrpo.algo.advantages import absorb_success, get_advantage_estimator
-from tgrpo.algo.loss import tgrpo_loss, token_weights
+from tgrpo.algo.loss import dpo_loss, dpo_margin_grad, kl_k3, preference_pair, tgrpo_loss, token_weights
 from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
 from tgrpo.config import AlgoConfig, TrainConfig
 from tgrpo.data.hdf5 import find_task_demo_file, load_task_demos
 from tgrpo.envs.config import EnvConfig
 from tgrpo.envs.libero_env import LiberoEnv, TaskInfo
-from tgrpo.errors import TgrpoError
+from tgrpo.errors import TgrpoError, choice_error
 from tgrpo.evaluation import EvalConfig, FixedTemperature, evaluate
 from tgrpo.policy.registry import load_policy
 from tgrpo.policy.vla import PolicyInputs
@@ -55,6 +56,8 @@ class StepBatch:
         old_logp: (B, 7) log pi_old of the tokens (from sampling).
         adv: (B,) advantage of each step.
         weights: (B,) per-token weight ``1 / (N * 7 * len_i)``.
+        traj: (B,) int64 group row (trajectory) of each step, or None.
+        returns: (N,) return of each trajectory of the group (the one the advantages compare), or None.
     """
 
     inputs: PolicyInputs
@@ -62,6 +65,8 @@ class StepBatch:
     old_logp: torch.Tensor
     adv: torch.Tensor
     weights: torch.Tensor
+    traj: torch.Tensor | None = None
+    returns: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -69,11 +74,13 @@ class StepBatch:
     def select(self, index: np.ndarray) -> "StepBatch":
         idx = torch.as_tensor(index)
         return StepBatch(self.inputs.select(idx), self.tokens[idx], self.old_logp[idx], self.adv[idx],
-                         self.weights[idx])
+                         self.weights[idx], None if self.traj is None else self.traj[idx], self.returns)
 
 
-def flatten_group(rollout: GroupRollout, adv: torch.Tensor, policy, instruction: str) -> StepBatch:
-    """Gather the valid steps of ``rollout`` with their advantages and token weights, as policy inputs."""
+def flatten_group(rollout: GroupRollout, adv: torch.Tensor, policy, instruction: str,
+                  returns: torch.Tensor | None = None) -> StepBatch:
+    """Gather the valid steps of ``rollout`` with their advantages, token weights and trajectory index, as
+    policy inputs; ``returns`` (N,) travel along for objectives that compare whole trajectories."""
     if rollout.action_tokens is None or rollout.logprobs is None:
         raise TgrpoError("the rollout has no action tokens/log-probs; TGRPO needs a token policy")
     mask = rollout.mask
@@ -86,6 +93,8 @@ def flatten_group(rollout: GroupRollout, adv: torch.Tensor, policy, instruction:
         old_logp=rollout.logprobs[mask],
         adv=adv[mask].float(),
         weights=token_weights(mask)[mask],
+        traj=torch.arange(mask.shape[0])[:, None].expand_as(mask)[mask],
+        returns=returns,
     )
 
 
@@ -121,6 +130,22 @@ class UpdateStats:
     grad_norm: float = 0.0
     optimizer_steps: int = 0
     skipped_steps: int = 0
+    preference_margin: float = 0.0  # DPO: log-ratio margin of the chosen over the rejected trajectory
+
+
+def _step_or_skip(optimizer: torch.optim.Optimizer, params, algo, loss: float, stats: UpdateStats) -> float | None:
+    """Clip the accumulated gradient and step; a non-finite loss or gradient skips the step with a warning
+    and leaves the weights untouched. Returns the gradient norm, or None when skipped."""
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, algo.grad_clip))
+    if not math.isfinite(grad_norm) or not math.isfinite(loss):
+        optimizer.zero_grad(set_to_none=True)
+        stats.skipped_steps += 1
+        print(f"warning: non-finite loss or gradient (loss {loss}, grad norm {grad_norm}); "
+              "update skipped, weights unchanged", file=sys.stderr)
+        return None
+    optimizer.step()
+    stats.optimizer_steps += 1
+    return grad_norm
 
 
 def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, algo,
@@ -153,15 +178,9 @@ def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, al
                     mb_sums[key] = mb_sums.get(key, 0.0) + share * float(getattr(out, key))
                 mb_sums["loss"] = mb_sums.get("loss", 0.0) + float(out.loss.detach())
                 stats.ratio_max = max(stats.ratio_max, float(out.ratio_max))
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, algo.grad_clip))
-            if not math.isfinite(grad_norm) or not math.isfinite(mb_sums["loss"]):
-                optimizer.zero_grad(set_to_none=True)
-                stats.skipped_steps += 1
-                print(f"warning: non-finite loss or gradient (loss {mb_sums['loss']}, grad norm {grad_norm}); "
-                      "update skipped, weights unchanged", file=sys.stderr)
+            grad_norm = _step_or_skip(optimizer, params, algo, mb_sums["loss"], stats)
+            if grad_norm is None:
                 continue
-            optimizer.step()
-            stats.optimizer_steps += 1
             minibatches += 1
             stats.grad_norm += grad_norm
             for key, value in mb_sums.items():
@@ -170,6 +189,70 @@ def update_policy(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, al
         setattr(stats, key, value / max(1, minibatches))
     stats.grad_norm /= max(1, minibatches)
     return stats
+
+
+def update_dpo(policy, optimizer: torch.optim.Optimizer, batch: StepBatch, algo,
+               rng: np.random.Generator) -> UpdateStats:
+    """K epochs of DPO on the group's best-vs-worst trajectory pair (the trajectory-preference baseline).
+
+    The pair is the group's highest- and lowest-return trajectories from the same initial state (GRAPE's
+    trajectory-wise preference, online). Each epoch is one optimizer step: the margin
+    ``sum log pi/pi_ref (chosen) - sum log pi/pi_ref (rejected)`` is computed without gradients, then
+    ``dpo_margin_grad * (+-log pi)`` is backpropagated micro-batch by micro-batch (exact, bounded memory).
+    A group whose returns are all equal has no pair: no step.
+    """
+    stats = UpdateStats()
+    pair = None if batch.returns is None or batch.traj is None else preference_pair(batch.returns)
+    if pair is None:
+        return stats
+    policy.train()
+    chosen, rejected = (np.flatnonzero(batch.traj.numpy() == row) for row in pair)
+    sub = batch.select(np.concatenate([chosen, rejected]))
+    sign = torch.cat([torch.ones(len(chosen)), -torch.ones(len(rejected))])
+    ref = reference_logprobs(policy, sub, algo.microbatch_steps)
+    if ref is None:
+        raise TgrpoError("algo.objective=dpo needs a reference policy: set policy.lora_rank > 0")
+    params = [p for p in policy.parameters() if p.requires_grad]
+    micro = list(_chunks(np.arange(len(sub)), algo.microbatch_steps))
+    steps = 0
+    for _ in range(algo.epochs):
+        with torch.no_grad():
+            logp = torch.cat([policy.token_logprobs(sub.select(i).inputs, sub.tokens[i]).float() for i in micro])
+        log_ratio = (logp - ref).sum(1)                                 # (B,) per step, summed over 7 tokens
+        margin = (sign * log_ratio).sum()
+        loss = float(dpo_loss(margin, algo.dpo_beta))
+        coef = dpo_margin_grad(margin, algo.dpo_beta)
+        optimizer.zero_grad(set_to_none=True)
+        entropy = 0.0
+        for idx in micro:
+            part = sub.select(idx)
+            lp, ent = policy.token_logprobs(part.inputs, part.tokens, with_entropy=True)
+            (coef * (sign[idx, None] * lp.float()).sum()).backward()
+            entropy += float(ent.detach().float().sum())
+        grad_norm = _step_or_skip(optimizer, params, algo, loss, stats)
+        if grad_norm is None:
+            continue
+        steps += 1
+        stats.grad_norm += grad_norm
+        stats.loss += loss
+        stats.preference_margin += float(margin)
+        stats.kl += float(kl_k3(logp, ref).mean())
+        stats.entropy += entropy / (7 * len(sub))
+    for key in ("loss", "preference_margin", "kl", "entropy", "grad_norm"):
+        setattr(stats, key, getattr(stats, key) / max(1, steps))
+    return stats
+
+
+UpdateFn = Callable[..., UpdateStats]
+OBJECTIVES: dict[str, UpdateFn] = {"clip": update_policy, "dpo": update_dpo}
+
+
+def get_objective(name: str) -> UpdateFn:
+    """The update of ``algo.objective``: ``clip`` (TGRPO's clipped surrogate with KL) or ``dpo``."""
+    try:
+        return OBJECTIVES[name]
+    except KeyError:
+        raise choice_error("algo.objective", name, OBJECTIVES) from None
 
 
 def task_keyposes(cfg: TrainConfig, task: TaskInfo, stages) -> Keyposes:
@@ -209,10 +292,15 @@ def probe_metrics(policy, probe: DemoRows | None) -> dict[str, float]:
     return {k.replace("val/", "probe/"): v for k, v in evaluate_rows(policy, probe, greedy=False).items()}
 
 
+def group_returns(rollout: GroupRollout, rewards: DenseRewards) -> torch.Tensor:
+    """(N,) return of each trajectory as the advantage estimators compare them (success absorbing)."""
+    absorbed, absorbed_mask = absorb_success(torch.from_numpy(rewards.rewards), rollout.mask, rollout.success)
+    return (absorbed * absorbed_mask).sum(1)
+
+
 def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tensor) -> dict[str, float]:
     mask = rollout.mask.numpy()
-    absorbed, absorbed_mask = absorb_success(torch.from_numpy(rewards.rewards), rollout.mask, rollout.success)
-    returns = (absorbed * absorbed_mask).sum(1).numpy()  # the returns the advantage estimators compare
+    returns = group_returns(rollout, rewards).numpy()
     success = rollout.success.numpy().astype(bool)
     # Does the dense return rank the successful trajectories first? (only for groups with a success)
     credit = {} if not success.any() else {
@@ -263,6 +351,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
     env_cfg = EnvConfig(suite=cfg.suite, task=cfg.task, cameras=cameras, image_size=policy.config.image_size)
     writer = SummaryWriter(str(out / "tb"))
     bad_updates = 0
+    update = get_objective(cfg.algo.objective)
 
     with EnvPool(env_cfg, cfg.rollout.group_size, timeout_s=cfg.rollout.worker_timeout_s) as pool:
         task = pool.task
@@ -317,8 +406,8 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
             adv = group_advantages(group, rewards, cfg.algo)                                              # 3. advantages
             torch.set_num_threads(cfg.num_threads)
             t1 = time.perf_counter()
-            stats = update_policy(policy, optimizer, flatten_group(group, adv, policy, task.language), cfg.algo,
-                                  rng)                                                                    # 4. update
+            batch = flatten_group(group, adv, policy, task.language, group_returns(group, rewards))
+            stats = update(policy, optimizer, batch, cfg.algo, rng)                                       # 4. update
             t_update = time.perf_counter() - t1
             bad_updates = bad_updates + 1 if stats.skipped_steps and not stats.optimizer_steps else 0
             if bad_updates >= MAX_BAD_UPDATES:

@@ -76,3 +76,22 @@ def test_on_policy_start_has_ratio_one_and_no_kl():
     out = tgrpo_loss(logp, logp, logp, torch.tensor([1.0, -1, 0.5, 0]), torch.full((4,), 1 / 28))
     torch.testing.assert_close(out.ratio_mean, torch.tensor(1.0))
     assert float(out.kl) == 0 and float(out.clip_fraction) == 0
+
+
+def test_dpo_loss_and_its_margin_gradient_hand_computed():
+    from tgrpo.algo.loss import dpo_loss, dpo_margin_grad
+
+    margin = torch.tensor([0.0, 10.0, -10.0], requires_grad=True)
+    loss = dpo_loss(margin, beta=0.1)
+    torch.testing.assert_close(loss.detach(), torch.tensor([math.log(2), math.log(1 + math.exp(-1)),
+                                                            math.log(1 + math.e)]))
+    loss.sum().backward()
+    torch.testing.assert_close(margin.grad, dpo_margin_grad(margin.detach(), 0.1))
+    torch.testing.assert_close(margin.grad[0], torch.tensor(-0.05))
+
+
+def test_preference_pair_is_best_against_worst_and_none_on_ties():
+    from tgrpo.algo.loss import preference_pair
+
+    assert preference_pair(torch.tensor([1.0, 3.0, -2.0, 0.5])) == (1, 2)
+    assert preference_pair(torch.tensor([2.0, 2.0, 2.0, 2.0])) is None

@@ -86,3 +86,24 @@ def tgrpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tenso
             ratio_max=rho.max(),
             entropy=(entropy * w).sum() / total if entropy is not None else torch.tensor(float("nan")),
         )
+
+
+def preference_pair(returns: torch.Tensor, min_gap: float = 1e-6) -> tuple[int, int] | None:
+    """The (chosen, rejected) trajectories of a group: highest and lowest return, or None when all returns are
+    within ``min_gap`` of each other (nothing to prefer). Args: returns (N,). Ties go to the lowest index."""
+    best, worst = int(torch.argmax(returns)), int(torch.argmin(returns))
+    return None if float(returns[best] - returns[worst]) <= min_gap else (best, worst)
+
+
+def dpo_loss(margin: torch.Tensor, beta: float) -> torch.Tensor:
+    """DPO's loss on trajectory pairs (Rafailov et al. 2023; GRAPE's trajectory-wise form):
+    ``-log sigmoid(beta * margin)`` with ``margin = log pi(y_w)/pi_ref(y_w) - log pi(y_l)/pi_ref(y_l)``, each
+    trajectory's log-ratio summed over all its action tokens. Args: margin (P,) for P pairs. Returns (P,)."""
+    return -torch.nn.functional.logsigmoid(beta * margin)
+
+
+def dpo_margin_grad(margin: torch.Tensor, beta: float) -> torch.Tensor:
+    """``d dpo_loss / d margin = -beta * sigmoid(-beta * margin)`` (P,). The loss depends on a trajectory's
+    tokens only through its summed log-prob, so ``grad * (sum logp_w - sum logp_l)`` backpropagated in
+    micro-batches gives the exact gradient without holding a whole trajectory's graph in memory."""
+    return -beta * torch.sigmoid(-beta * margin)
