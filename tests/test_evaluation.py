@@ -85,3 +85,15 @@ def test_eval_runs_writes_results_and_resumes(tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["tasks"]["0"]["episodes"] == 3
     evaluate(policy, cfg)  # resume: nothing left to run, nothing appended
     assert (tmp_path / "episodes.jsonl").read_text().splitlines() == lines
+
+
+@pytest.mark.parametrize("argv, pattern", [
+    (["--suite", "libero_foo"], "unknown LIBERO suite 'libero_foo'; valid choices: all, libero_spatial"),
+    (["--suite", "all", "--tasks", "0"], "--tasks selects tasks of one suite"),
+])
+def test_eval_cli_refuses_bad_suites(tmp_path, capsys, argv, pattern):
+    import re
+
+    assert main(["eval", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "e"), *argv]) == 2
+    assert re.search(pattern, capsys.readouterr().err)
+    assert not (tmp_path / "e").exists()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from tgrpo.envs.suites import SUITES
@@ -86,13 +87,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from tgrpo.evaluation import EvalConfig, evaluate, markdown_table
     from tgrpo.policy.registry import load_policy
 
+    suites = list(SUITES) if args.suite == ["all"] else args.suite
+    for suite in suites:
+        if suite not in SUITES:
+            raise TgrpoError(f"unknown LIBERO suite {suite!r}; valid choices: all, {', '.join(SUITES)}")
+    if len(suites) > 1 and args.tasks != ["all"]:
+        raise TgrpoError("--tasks selects tasks of one suite; with several suites every task of each is evaluated")
     policy = load_policy(args.checkpoint)
-    tasks = tuple(int(t) if str(t).isdigit() else t for t in _expand_tasks(args.suite, args.tasks))
-    cfg = EvalConfig(suite=args.suite, tasks=tasks, init_states=_int_list(args.init_states), num_envs=args.num_envs,
-                     max_steps=args.max_steps, temperature=args.temperature, videos=args.videos, out=args.out)
-    summary = evaluate(policy, cfg)
-    print(markdown_table(summary))
-    print(f"results: {args.out}/results.json, {args.out}/results.md")
+    summaries = {}
+    for suite in suites:  # several suites: one results directory each, and the paper's table over them
+        out = args.out if len(suites) == 1 else str(Path(args.out) / suite)
+        tasks = tuple(int(t) if str(t).isdigit() else t for t in _expand_tasks(suite, args.tasks))
+        cfg = EvalConfig(suite=suite, tasks=tasks, init_states=_int_list(args.init_states), num_envs=args.num_envs,
+                         max_steps=args.max_steps, temperature=args.temperature, videos=args.videos, out=out)
+        summaries[suite] = evaluate(policy, cfg)
+        print(markdown_table(summaries[suite]))
+    if len(suites) > 1:
+        from tgrpo.experiment import paper_table
+
+        table = paper_table({args.checkpoint: {s: [r["success_rate"]] for s, r in summaries.items()}})
+        Path(args.out, "results.md").write_text(table + "\n" + "\n".join(map(markdown_table, summaries.values())))
+        print(table)
+    print(f"results: {args.out}/results.md" + ("" if len(suites) > 1 else f", {args.out}/results.json"))
     return 0
 
 
@@ -116,7 +132,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
     from tgrpo.config import apply_overrides, train_config_from_dict
     from tgrpo.errors import ConfigError
@@ -208,6 +223,23 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    from tgrpo.experiment import ExperimentConfig, report, run_experiment
+
+    cfg = ExperimentConfig.load(args.config)
+    if args.dry_run:
+        runs = cfg.runs()
+        for run in runs:
+            print(f"{'done' if cfg.done(run) else 'todo'}  {run.method:24s} {run.suite} task {run.task} seed {run.seed}"
+                  f"  {run.path}")
+        print(f"{sum(map(cfg.done, runs))}/{len(runs)} runs done")
+        return 0
+    summary = report(cfg) if args.report else run_experiment(cfg)
+    print((Path(cfg.out) / "results.md").read_text())
+    print(f"{summary['finished']}/{summary['total']} runs finished; results: {cfg.out}/results.md, results.json")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tgrpo", description="TGRPO: online RL fine-tuning of VLA policies on LIBERO")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -263,7 +295,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="success rate of a checkpoint with the LIBERO protocol")
     p.add_argument("--checkpoint", required=True, help="policy checkpoint directory")
-    p.add_argument("--suite", default="libero_object", choices=list(SUITES))
+    p.add_argument("--suite", nargs="+", default=["libero_object"], metavar="SUITE",
+                   help=f"one or more of {', '.join(SUITES)}, or 'all' (then OUT/SUITE/ each and OUT/results.md laid "
+                        "out like the paper's table)")
     p.add_argument("--tasks", type=_task_list, default=["all"], help="'all', '0,2,5', '0-4' or task names")
     p.add_argument("--init-states", default="all", help="fixed init states: 'all' (50, the protocol), '0-9', '3,7'")
     p.add_argument("--num-envs", type=int, default=2, help="parallel environment processes")
@@ -293,6 +327,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="run directory (default runs/tgrpo)")
     p.add_argument("--no-resume", action="store_true", help="start over even if OUT/checkpoint exists")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("experiment", help="run and aggregate a grid of methods x tasks x seeds (JSON config)",
+                       description="Runs every unfinished cell of the grid declared in CONFIG (see "
+                                   "tgrpo/experiment.py and configs/), then writes OUT/results.md and results.json.")
+    p.add_argument("config", help="experiment JSON file")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")
+    p.add_argument("--report", action="store_true", help="only aggregate the runs already finished")
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("reward", help="show a task's reward stages and keyposes; plot the reward along a demo")
     p.add_argument("--suite", default="libero_object", choices=list(SUITES))

@@ -1,0 +1,494 @@
+"""Experiment grids (``tgrpo experiment CONFIG``): methods x tasks x seeds, run and aggregated.
+
+A JSON file declares the grid; every run writes into its own directory under ``out``, is skipped or resumed
+when its output is already there, and the aggregation reads whatever has finished::
+
+    {
+      "out": "runs/exp/object",
+      "tasks": ["libero_object:0", "libero_spatial:2"],    # suite:task (index or name)
+      "seeds": [0, 1],
+      "demos": {"root": "data/demos", "num_demos": 50},     # collected if missing
+      "sft": {"steps": 2000, "checkpoints": {"libero_object": {"0": "runs/sft_obj3/best"}}},
+      "train": {"iterations": 16},                          # TrainConfig fields, as `tgrpo train --config`
+      "eval": {"init_states": "0-49", "num_envs": 4},
+      "methods": [
+        {"name": "TGRPO"},
+        {"name": "GRPO (w/o step)", "overrides": {"algo.advantage": "grpo"}},
+        {"name": "a1={algo.a1}", "sweep": {"algo.a1": [0.1, 0.5], "algo.a2": [0.9, 0.5]}},
+        {"name": "DPO", "overrides": {"algo.objective": "dpo"}}
+      ]
+    }
+
+Stages, in order: demos per task -> one SFT model per (suite, seed), trained on the suite's tasks of the grid
+unless ``sft.checkpoints`` names one -> the SFT model evaluated on every task (the "SFT" row and the baseline
+of the paired tests) -> every (seed, task, method) TGRPO run from the SFT model of its seed, evaluated at
+its end on ``eval.init_states``. ``sweep`` expands one method into several, the lists zipped; ``{key}``
+in the name is replaced by the value.
+
+Layout: ``out/demos`` (unless ``demos.root``), ``out/sft/<suite>/seed<S>``,
+``out/runs/<method>/<suite>/task<K>/seed<S>`` (a training run directory, or ``eval/`` for SFT), and the
+aggregate ``out/results.json``, ``out/results.md`` and ``out/*.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tgrpo.config import apply_overrides, parse_index_list, train_config_from_dict
+from tgrpo.envs.suites import NUM_INIT_STATES, SUITES, get_suite
+from tgrpo.errors import ConfigError
+from tgrpo.evaluation import EPISODES_FILE, mcnemar_exact_p, read_episodes
+
+SFT = "SFT"
+_KEYS = ("out", "tasks", "seeds", "demos", "sft", "train", "eval", "methods")
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method of the grid: a name and its TrainConfig overrides (dotted keys)."""
+
+    name: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    sweep: str | None = None  # the swept key, for sweep plots
+    sweep_group: str | None = None  # the declared name template the method was expanded from
+
+    @property
+    def slug(self) -> str:
+        return slug(self.name)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One cell of the grid: a method (or the SFT start) on one task with one seed."""
+
+    method: str
+    suite: str
+    task: int
+    seed: int
+    path: str  # the run directory
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.method, self.suite, self.task, self.seed)
+
+
+def slug(name: str) -> str:
+    """A directory name for a method name ("a1=0.3" stays, "GRPO (w/o step)" -> "GRPO_w_o_step")."""
+    return re.sub(r"[^A-Za-z0-9.=+-]+", "_", name).strip("_") or "method"
+
+
+def _expand_methods(raw: list) -> tuple[Method, ...]:
+    methods: list[Method] = []
+    for i, m in enumerate(raw):
+        if not isinstance(m, dict) or "name" not in m:
+            raise ConfigError(f"methods[{i}] must be an object with a \"name\", got {m!r}")
+        unknown = set(m) - {"name", "overrides", "sweep"}
+        if unknown:
+            raise ConfigError(f"methods[{i}] ({m['name']}): unknown key(s) {sorted(unknown)}; valid: name, overrides, sweep")
+        base = dict(m.get("overrides", {}))
+        sweep = m.get("sweep")
+        if not sweep:
+            methods.append(Method(m["name"], base))
+            continue
+        lengths = {k: len(v) for k, v in sweep.items() if isinstance(v, list)}
+        if len(lengths) != len(sweep) or len(set(lengths.values())) != 1 or not next(iter(lengths.values())):
+            raise ConfigError(f"methods[{i}] ({m['name']}): sweep must map keys to non-empty lists of equal length "
+                              f"(zipped), got {sweep}")
+        first = next(iter(sweep))
+        for values in zip(*sweep.values()):
+            point = dict(zip(sweep, values))
+            name = m["name"]
+            for k, v in point.items():
+                name = name.replace("{" + k + "}", str(v))
+            if name == m["name"]:
+                name = f"{m['name']} {first}={point[first]}"
+            methods.append(Method(name, base | point, sweep=first, sweep_group=m["name"]))
+    names = [m.name for m in methods]
+    if SFT in names or len(set(map(slug, names))) != len(names):
+        raise ConfigError(f"method names must be distinct and not {SFT!r} (the SFT start is always evaluated): {names}")
+    return tuple(methods)
+
+
+def _parse_task(item: Any) -> tuple[str, str]:
+    if isinstance(item, str) and ":" in item:
+        suite, task = item.split(":", 1)
+    elif isinstance(item, dict) and {"suite", "task"} <= set(item):
+        suite, task = item["suite"], str(item["task"])
+    else:
+        raise ConfigError(f"tasks entry {item!r} must be \"suite:task\" (e.g. \"libero_object:0\") or "
+                          "{\"suite\": ..., \"task\": ...}")
+    get_suite(suite)
+    return suite, task
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A grid of methods x tasks x seeds (see the module docstring for the JSON layout).
+
+    Attributes:
+        out: experiment directory.
+        tasks: (suite, task index) pairs.
+        seeds: seeds; seed S trains SFT with seed S (or uses ``sft_checkpoints[suite][S]``) and every TGRPO run
+            of seed S starts from it, so the spread over seeds includes the SFT model's.
+        methods: training methods (the SFT start is always evaluated as the row "SFT").
+        demo_root: LIBERO-format demos, ``<root>/<suite>/<task>_demo.hdf5``; missing ones are collected.
+        num_demos: expert demos collected per missing task.
+        demo_envs: environment workers for demo collection.
+        sft: SFTConfig fields for the SFT models (steps, batch_size, lr, ...).
+        sft_checkpoints: suite -> seed -> existing SFT checkpoint (skips SFT training for it).
+        train: TrainConfig fields shared by every run (nested, e.g. {"iterations": 16, "algo": {"lr": 1e-4}}).
+        eval_init_states: fixed init states every policy is evaluated on (default all 50: the LIBERO protocol).
+        eval_envs: environment workers of the SFT evaluations (training runs evaluate with their group's).
+    """
+
+    out: str
+    tasks: tuple[tuple[str, int], ...]
+    seeds: tuple[int, ...]
+    methods: tuple[Method, ...]
+    demo_root: str
+    num_demos: int = 50
+    demo_envs: int = 2
+    sft: dict[str, Any] = field(default_factory=dict)
+    sft_checkpoints: dict[str, dict[int, str]] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    eval_init_states: tuple[int, ...] = tuple(range(NUM_INIT_STATES))
+    eval_envs: int = 2
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
+        from tgrpo.envs.libero_env import resolve_task
+
+        unknown = set(data) - set(_KEYS)
+        if unknown:
+            raise ConfigError(f"unknown experiment key(s) {sorted(unknown)}; valid: {', '.join(_KEYS)}")
+        for key in ("out", "tasks", "methods"):
+            if not data.get(key):
+                raise ConfigError(f"the experiment needs a non-empty {key!r}")
+        tasks = tuple((s, resolve_task(s, t)) for s, t in map(_parse_task, data["tasks"]))
+        seeds = tuple(int(s) for s in data.get("seeds", [0]))
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"seeds must be a non-empty list of distinct integers, got {data.get('seeds')}")
+        demos, sft, ev = data.get("demos", {}), dict(data.get("sft", {})), data.get("eval", {})
+        ckpts = {s: {int(k): v for k, v in per.items()} for s, per in sft.pop("checkpoints", {}).items()}
+        from tgrpo.sft import SFTConfig
+
+        allowed = {f.name for f in dataclasses.fields(SFTConfig)} - {"data", "out", "seed", "policy"}
+        if set(sft) - allowed:
+            raise ConfigError(f"unknown sft key(s) {sorted(set(sft) - allowed)}; valid: checkpoints, "
+                              + ", ".join(sorted(allowed)))
+        for s in ckpts:
+            get_suite(s)
+        init = ev.get("init_states", "0-49")
+        init = parse_index_list(init, "eval.init_states") if isinstance(init, str) else tuple(init)
+        if not init or any(not 0 <= i < NUM_INIT_STATES for i in init):
+            raise ConfigError(f"eval.init_states must be indices in 0..{NUM_INIT_STATES - 1}, got {init}")
+        cfg = cls(out=data["out"], tasks=tasks, seeds=seeds, methods=_expand_methods(data["methods"]),
+                  demo_root=demos.get("root", str(Path(data["out"]) / "demos")),
+                  num_demos=int(demos.get("num_demos", 50)), demo_envs=int(demos.get("num_envs", 2)),
+                  sft=sft, sft_checkpoints=ckpts, train=dict(data.get("train", {})), eval_init_states=init,
+                  eval_envs=int(ev.get("num_envs", 2)))
+        cfg.runs()  # builds and validates every run's TrainConfig now, before hours of compute
+        return cfg
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ExperimentConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"cannot read experiment config {path}: {exc}") from None
+        return cls.from_dict(data)
+
+    # -- the grid ----------------------------------------------------------------------------------------
+    def sft_dir(self, suite: str, seed: int) -> Path:
+        return Path(self.out) / "sft" / suite / f"seed{seed}"
+
+    def sft_checkpoint(self, suite: str, seed: int) -> Path:
+        given = self.sft_checkpoints.get(suite, {}).get(seed)
+        if given:
+            return Path(given)
+        d = self.sft_dir(suite, seed)
+        return d / "best" if (d / "best").exists() or not (d / "checkpoint").exists() else d / "checkpoint"
+
+    def run_dir(self, method: str, suite: str, task: int, seed: int) -> Path:
+        return Path(self.out) / "runs" / slug(method) / suite / f"task{task}" / f"seed{seed}"
+
+    def train_config(self, method: Method, suite: str, task: int, seed: int):
+        from tgrpo.data.hdf5 import default_demo_path
+        from tgrpo.envs.libero_env import task_names
+
+        data = json.loads(json.dumps(self.train))
+        data.setdefault("eval_every", 0)
+        data.update({"suite": suite, "task": task, "seed": seed, "eval_init_states": list(self.eval_init_states),
+                     "demos": str(default_demo_path(self.demo_root, suite, task_names(suite)[task])),
+                     "out": str(self.run_dir(method.name, suite, task, seed))})
+        data.setdefault("policy", {})["checkpoint"] = str(self.sft_checkpoint(suite, seed))
+        try:
+            return train_config_from_dict(apply_overrides(data, [f"{k}={json.dumps(v)}"
+                                                                 for k, v in method.overrides.items()]))
+        except ConfigError as exc:
+            raise ConfigError(f"method {method.name!r}: {exc}") from None
+
+    def runs(self) -> list[Run]:
+        """Every cell: the SFT evaluations first, then (seed, task, method) in that order."""
+        runs = [Run(SFT, s, t, seed, str(self.run_dir(SFT, s, t, seed))) for seed in self.seeds for s, t in self.tasks]
+        for seed in self.seeds:
+            for s, t in self.tasks:
+                for m in self.methods:
+                    self.train_config(m, s, t, seed)
+                    runs.append(Run(m.name, s, t, seed, str(self.run_dir(m.name, s, t, seed))))
+        return runs
+
+    def eval_dir(self, run: Run) -> Path:
+        if run.method == SFT:
+            return Path(run.path) / "eval"
+        method = next(m for m in self.methods if m.name == run.method)
+        iterations = self.train_config(method, run.suite, run.task, run.seed).iterations
+        return Path(run.path) / "eval" / f"iter_{iterations:04d}"  # the final evaluation of the run
+
+    def done(self, run: Run) -> bool:
+        path = self.eval_dir(run)
+        return (path / "results.json").exists() and (path / EPISODES_FILE).exists()
+
+
+# -- running --------------------------------------------------------------------------------------------
+def _stage(text: str) -> None:
+    print(f"\n=== {text} ===", file=sys.stderr, flush=True)
+
+
+def run_experiment(cfg: ExperimentConfig) -> dict:
+    """Run every unfinished cell of the grid in order, then aggregate. Rerunning continues where it stopped."""
+    from tgrpo.data.collect import collect_task
+    from tgrpo.evaluation import EvalConfig, evaluate
+    from tgrpo.policy.config import PolicyConfig
+    from tgrpo.policy.registry import load_policy
+    from tgrpo.sft import SFTConfig, train_sft
+    from tgrpo.train import train
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    for suite, task in cfg.tasks:
+        r = collect_task(suite, task, cfg.demo_root, cfg.num_demos, num_envs=cfg.demo_envs)
+        if not r.skipped:
+            print(f"demos: {suite} task {task}: {r.demos} from {r.attempts} attempts -> {r.path}", file=sys.stderr)
+    for suite in dict.fromkeys(s for s, _ in cfg.tasks):
+        for seed in cfg.seeds:
+            d = cfg.sft_dir(suite, seed)
+            if cfg.sft_checkpoints.get(suite, {}).get(seed) or (d / "sft_summary.json").exists():
+                continue
+            _stage(f"SFT {suite} seed {seed}")
+            from tgrpo.data.hdf5 import default_demo_path
+            from tgrpo.envs.libero_env import task_names
+
+            files = tuple(str(default_demo_path(cfg.demo_root, suite, task_names(suite)[t])) for s, t in cfg.tasks
+                          if s == suite)
+            train_sft(SFTConfig(data=files, out=str(d), seed=seed, policy=PolicyConfig(seed=seed), **cfg.sft))
+    runs = cfg.runs()
+    for i, run in enumerate(runs):
+        if cfg.done(run):
+            continue
+        _stage(f"run {i + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}")
+        t0 = time.perf_counter()
+        if run.method == SFT:
+            policy = load_policy(cfg.sft_checkpoint(run.suite, run.seed))
+            max_steps = cfg.train.get("rollout", {}).get("max_steps")  # as the training runs' evaluations
+            evaluate(policy, EvalConfig(suite=run.suite, tasks=(run.task,), init_states=cfg.eval_init_states,
+                                        num_envs=cfg.eval_envs, max_steps=max_steps, out=str(cfg.eval_dir(run))))
+        else:
+            method = next(m for m in cfg.methods if m.name == run.method)
+            train(cfg.train_config(method, run.suite, run.task, run.seed))
+        record = Path(run.path) / "run.json"
+        previous = json.loads(record.read_text())["seconds"] if record.exists() else 0.0
+        record.write_text(json.dumps(asdict(run) | {"seconds": previous + time.perf_counter() - t0}, indent=2))
+        report(cfg)  # refreshed after every run, so partial grids can be read
+    return report(cfg)
+
+
+# -- aggregation ----------------------------------------------------------------------------------------
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def _fmt(values: list[float]) -> str:
+    if not values:
+        return "-"
+    mean, std = _mean_std(values)
+    return f"{100 * mean:.1f}" + (f" ± {100 * std:.1f}" if len(values) > 1 else "")
+
+
+def paper_table(rows: dict[str, dict[str, list[float]]]) -> str:
+    """Markdown table laid out like the paper's (Spatial / Object / Goal / Long / Average).
+
+    ``rows``: label -> suite -> per-seed success rates in [0, 1]. A cell shows the mean over seeds in %,
+    with the sample std over seeds when there are several; a suite without results shows "-". Average: the
+    mean over the suites present, seed by seed."""
+    lines = ["| method | " + " | ".join(s.paper_name for s in SUITES.values()) + " | Average |",
+             "|---|" + "---|" * (len(SUITES) + 1)]
+    for label, per_suite in rows.items():
+        cells = [_fmt(per_suite.get(s, [])) for s in SUITES]
+        present = [per_suite[s] for s in SUITES if per_suite.get(s)]
+        n = min((len(v) for v in present), default=0)
+        avg = [float(np.mean([v[i] for v in present])) for i in range(n)]
+        lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(avg)} |")
+    return "\n".join(lines) + "\n"
+
+
+def collect_results(cfg: ExperimentConfig) -> list[dict]:
+    """One record per finished cell: its episodes, success count, wall time and training history."""
+    records = []
+    for run in cfg.runs():
+        if not cfg.done(run):
+            continue
+        episodes = read_episodes(cfg.eval_dir(run))
+        rec = asdict(run) | {"successes": sum(episodes.values()), "episodes": len(episodes),
+                             "outcomes": {f"{t}:{i}": s for (t, i), s in sorted(episodes.items())}}
+        info = Path(run.path) / "run.json"
+        rec["seconds"] = json.loads(info.read_text())["seconds"] if info.exists() else None
+        state = Path(run.path) / "checkpoint" / "trainer_state.json"
+        if state.exists():
+            hist = json.loads(state.read_text())["history"]
+            rec["return_curve"] = [h["reward/return_mean"] for h in hist]
+            rec["group_success"] = float(np.mean([h["rollout/success_rate"] > 0 for h in hist]))
+        records.append(rec)
+    return records
+
+
+def report(cfg: ExperimentConfig) -> dict:
+    """Aggregate the finished cells into ``results.json``, ``results.md`` and plots; returns the summary."""
+    out = Path(cfg.out)
+    records = collect_results(cfg)
+    by_key = {(r["method"], r["suite"], r["task"], r["seed"]): r for r in records}
+    methods = [SFT] + [m.name for m in cfg.methods]
+    total = len(cfg.runs())
+    rate = {k: r["successes"] / r["episodes"] for k, r in by_key.items()}
+
+    # suite level, seed by seed (mean over the suite's tasks; only seeds with all of them done)
+    suite_rows: dict[str, dict[str, list[float]]] = {}
+    for m in methods:
+        for suite in dict.fromkeys(s for s, _ in cfg.tasks):
+            tasks = [t for s, t in cfg.tasks if s == suite]
+            per_seed = [float(np.mean([rate[(m, suite, t, seed)] for t in tasks])) for seed in cfg.seeds
+                        if all((m, suite, t, seed) in rate for t in tasks)]
+            suite_rows.setdefault(m, {})[suite] = per_seed
+
+    # paired against SFT of the same seed on the same states, pooled over tasks and seeds
+    paired = {}
+    for m in methods[1:]:
+        both = only_sft = only_m = 0
+        for (meth, s, t, seed), r in by_key.items():
+            base = by_key.get((SFT, s, t, seed))
+            if meth != m or base is None:
+                continue
+            for key, ok in r["outcomes"].items():
+                b = base["outcomes"].get(key)
+                if b is None:
+                    continue
+                both += ok and b
+                only_sft += b and not ok
+                only_m += ok and not b
+        paired[m] = {"both": both, "only_sft": only_sft, "only_method": only_m,
+                     "p_value": mcnemar_exact_p(only_sft, only_m)}
+
+    lines = [f"# Experiment {out}", "",
+             f"{len(records)}/{total} runs finished. Seeds {list(cfg.seeds)}; evaluation: greedy, LIBERO protocol, "
+             f"fixed init states {_ranges(cfg.eval_init_states)} of each task. Success in %, mean ± sample std over "
+             "seeds.", "", "## By suite (laid out like the paper's table)", "", paper_table(suite_rows),
+             "## By task", ""]
+    head = [f"{s} {t}" for s, t in cfg.tasks]
+    lines += ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for m in methods:
+        cells = []
+        for s, t in cfg.tasks:
+            done = [by_key[(m, s, t, seed)] for seed in cfg.seeds if (m, s, t, seed) in by_key]
+            cells.append(_fmt([r["successes"] / r["episodes"] for r in done]) +
+                         (" (" + ", ".join(f"{r['successes']}/{r['episodes']}" for r in done) + ")" if done else ""))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "## Paired with the SFT start of the same seed (same init states; exact McNemar test)", "",
+              "| method | both | only SFT | only this | p |", "|---|---|---|---|---|"]
+    for m, p in paired.items():
+        lines.append(f"| {m} | {p['both']} | {p['only_sft']} | {p['only_method']} | {p['p_value']:.3f} |")
+    lines += ["", "## Wall time", "", "| method | runs | minutes per run |", "|---|---|---|"]
+    for m in methods:
+        secs = [r["seconds"] for r in records if r["method"] == m and r["seconds"]]
+        if secs:
+            lines.append(f"| {m} | {len(secs)} | {np.mean(secs) / 60:.1f} |")
+    plots = _plots(cfg, records, out)
+    lines += [""] + [f"![{p.stem}]({p.name})" for p in plots]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    summary = {"finished": len(records), "total": total, "runs": records, "by_suite": suite_rows, "paired": paired}
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _ranges(values: tuple[int, ...]) -> str:
+    parts, start = [], values[0]
+    for a, b in zip(values, values[1:] + (None,)):
+        if b != a + 1:
+            parts.append(f"{start}-{a}" if a != start else str(a))
+            start = b
+    return ",".join(parts)
+
+
+def _plots(cfg: ExperimentConfig, records: list[dict], out: Path) -> list[Path]:
+    """Learning curves per task (group return, mean over seeds) and one plot per sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    curves = [r for r in records if r.get("return_curve")]
+    if curves:
+        fig, axes = plt.subplots(1, len(cfg.tasks), figsize=(5 * len(cfg.tasks), 3.6), squeeze=False)
+        for ax, (s, t) in zip(axes[0], cfg.tasks):
+            for m in cfg.methods:
+                runs = [r["return_curve"] for r in curves if (r["method"], r["suite"], r["task"]) == (m.name, s, t)]
+                if runs:
+                    n = min(map(len, runs))
+                    y = np.convolve(np.mean([c[:n] for c in runs], 0), np.ones(4) / 4, mode="valid")
+                    ax.plot(np.arange(len(y)) + 4, y, label=m.name)
+            ax.set_title(f"{s} task {t}")
+            ax.set_xlabel("iteration")
+            ax.set_ylabel("group return (running mean of 4)")
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        paths.append(out / "learning_curves.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    groups = dict.fromkeys(m.sweep_group for m in cfg.methods if m.sweep_group)
+    for group in groups:
+        members = [m for m in cfg.methods if m.sweep_group == group]
+        xs, means, stds = [], [], []
+        for m in members:
+            per_seed = [np.mean([r["successes"] / r["episodes"] for r in records
+                                 if r["method"] == m.name and r["seed"] == seed]) for seed in cfg.seeds
+                        if any(r["method"] == m.name and r["seed"] == seed for r in records)]
+            if per_seed:
+                xs.append(m.overrides[m.sweep])
+                means.append(100 * float(np.mean(per_seed)))
+                stds.append(100 * float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0)
+        if not xs:
+            continue
+        fig, ax = plt.subplots(figsize=(5, 3.6))
+        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3)
+        sft = [r["successes"] / r["episodes"] for r in records if r["method"] == SFT]
+        if sft:
+            ax.axhline(100 * float(np.mean(sft)), color="gray", linestyle="--", label="SFT")
+            ax.legend()
+        ax.set_xlabel(members[0].sweep)
+        ax.set_ylabel("held-out success (%)")
+        ax.set_title(f"sweep: {group}")
+        fig.tight_layout()
+        paths.append(out / f"sweep_{slug(members[0].sweep)}.png")
+        fig.savefig(paths[-1], dpi=100)
+        plt.close(fig)
+    return paths

@@ -1,0 +1,104 @@
+"""Experiment grids: config validation, sweep expansion, aggregation by hand numbers, a miniature real grid."""
+
+import json
+
+import pytest
+
+from tgrpo.errors import ConfigError
+from tgrpo.experiment import SFT, ExperimentConfig, paper_table, report, slug
+
+BASE = {"out": "runs/x", "tasks": ["libero_object:0"], "seeds": [0], "methods": [{"name": "TGRPO"}]}
+
+
+@pytest.mark.parametrize("change, pattern", [
+    ({"tasks": ["libero_100:0"]}, "LIBERO suite 'libero_100'.*libero_spatial"),
+    ({"tasks": ["libero_object:12"]}, r"task index for libero_object 12.*0\.\.9"),
+    ({"tasks": ["object-0"]}, "must be \"suite:task\""),
+    ({"methods": []}, "non-empty 'methods'"),
+    ({"methods": [{"name": "SFT"}]}, "not 'SFT'"),
+    ({"methods": [{"name": "a"}, {"name": "a"}]}, "must be distinct"),
+    ({"methods": [{"name": "x", "sweep": {"algo.a1": [0.1, 0.3], "algo.a2": [0.9]}}]}, "equal length"),
+    ({"methods": [{"name": "bad", "overrides": {"algo.advantage": "ppo"}}]}, "method 'bad'.*advantage 'ppo'"),
+    ({"methods": [{"name": "x", "override": {}}]}, r"unknown key\(s\) \['override'\]"),
+    ({"seeds": [0, 0]}, "distinct integers"),
+    ({"eval": {"init_states": "45-55"}}, r"init_states must be indices in 0\.\.49"),
+    ({"sft": {"stepz": 3}}, r"unknown sft key\(s\) \['stepz'\]"),
+    ({"sweeps": []}, r"unknown experiment key\(s\) \['sweeps'\]"),
+])
+def test_bad_experiment_config_is_named(change, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        ExperimentConfig.from_dict(BASE | change)
+
+
+def test_sweeps_expand_zipped_with_the_values_in_the_names():
+    cfg = ExperimentConfig.from_dict(BASE | {"seeds": [0, 1], "methods": [
+        {"name": "a1={algo.a1}", "sweep": {"algo.a1": [0.1, 0.5], "algo.a2": [0.9, 0.5]}},
+        {"name": "N", "sweep": {"rollout.group_size": [2, 8]}}]})
+    assert [m.name for m in cfg.methods] == ["a1=0.1", "a1=0.5", "N rollout.group_size=2", "N rollout.group_size=8"]
+    tc = cfg.train_config(cfg.methods[0], "libero_object", 0, 1)
+    assert (tc.algo.a1, tc.algo.a2, tc.seed, tc.eval_every, tc.eval_init_states) == (0.1, 0.9, 1, 0, tuple(range(50)))
+    assert tc.policy.checkpoint.endswith("sft/libero_object/seed1/best") and tc.policy.lora_rank == 16
+    runs = cfg.runs()  # the SFT evaluations first, then seed by seed
+    assert [r.method for r in runs[:2]] == [SFT, SFT] and len(runs) == 2 + 2 * 4
+    assert slug("GRPO (w/o step)") == "GRPO_w_o_step"
+
+
+def test_paper_table_hand_computed():
+    table = paper_table({"SFT": {"libero_object": [0.4, 0.6]},
+                         "TGRPO": {"libero_object": [0.5, 0.7], "libero_goal": [0.9, 0.9]}})
+    lines = table.splitlines()
+    assert lines[0] == "| method | Spatial | Object | Goal | Long | Average |"
+    assert lines[2] == "| SFT | - | 50.0 ± 14.1 | - | - | 50.0 ± 14.1 |"
+    assert lines[3] == "| TGRPO | - | 60.0 ± 14.1 | 90.0 ± 0.0 | - | 75.0 ± 7.1 |"  # averages (0.7, 0.8)
+
+
+def _fake_eval(path, outcomes):
+    path.mkdir(parents=True)
+    path.joinpath("episodes.jsonl").write_text("".join(
+        json.dumps({"task": 0, "init_state": i, "success": ok, "steps": 100}) + "\n" for i, ok in enumerate(outcomes)))
+    path.joinpath("results.json").write_text("{}")
+
+
+def test_report_pools_paired_outcomes_and_seed_spread(tmp_path):
+    cfg = ExperimentConfig.from_dict(BASE | {"out": str(tmp_path), "seeds": [0, 1], "train": {"iterations": 3},
+                                             "eval": {"init_states": "0-3"}})
+    outcomes = {(SFT, 0): [1, 1, 0, 0], (SFT, 1): [1, 0, 0, 0], ("TGRPO", 0): [1, 1, 1, 0], ("TGRPO", 1): [0, 1, 1, 1]}
+    for run in cfg.runs():
+        _fake_eval(cfg.eval_dir(run), [bool(x) for x in outcomes[(run.method, run.seed)]])
+    assert cfg.eval_dir(cfg.runs()[-1]).name == "iter_0003"
+    summary = report(cfg)
+    assert summary["finished"] == summary["total"] == 4
+    assert summary["by_suite"]["TGRPO"]["libero_object"] == [0.75, 0.75]
+    # seed 0: both 2, only TGRPO 1; seed 1: only SFT 1 (state 0), only TGRPO 3
+    assert summary["paired"]["TGRPO"] == {"both": 2, "only_sft": 1, "only_method": 4, "p_value": pytest.approx(0.375)}
+    md = (tmp_path / "results.md").read_text()
+    assert "| SFT | 37.5 ± 17.7 (2/4, 1/4) |" in md and "| TGRPO | 75.0 ± 0.0 (3/4, 3/4) |" in md
+
+
+@pytest.mark.sim
+@pytest.mark.slow
+def test_miniature_experiment_runs_every_cell_and_resumes(tmp_path):
+    from tgrpo.experiment import run_experiment
+
+    data = {"out": str(tmp_path / "exp"), "tasks": ["libero_object:0"], "seeds": [0],
+            "demos": {"root": str(tmp_path / "demos"), "num_demos": 1, "num_envs": 1},
+            "sft": {"steps": 2, "batch_size": 4, "eval_every": 1, "save_every": 1, "num_threads": 1},
+            "train": {"iterations": 1, "num_threads": 1, "rollout": {"group_size": 2, "max_steps": 6},
+                      "algo": {"epochs": 1}},
+            "eval": {"init_states": "49", "num_envs": 1},
+            "methods": [{"name": "TGRPO"}, {"name": "DPO", "overrides": {"algo.objective": "dpo"}}]}
+    cfg = ExperimentConfig.from_dict(data)
+    summary = run_experiment(cfg)
+    assert summary["finished"] == summary["total"] == 3
+    assert {r["method"] for r in summary["runs"]} == {SFT, "TGRPO", "DPO"}
+    assert all(r["episodes"] == 1 for r in summary["runs"])
+    state = json.loads((tmp_path / "exp/runs/DPO/libero_object/task0/seed0/checkpoint/trainer_state.json").read_text())
+    assert json.loads((tmp_path / "exp/runs/DPO/libero_object/task0/seed0/train_config.json").read_text())[
+        "algo"]["objective"] == "dpo"
+    assert state["iteration"] == 1 and "update/preference_margin" in state["history"][0]
+    md = (tmp_path / "exp" / "results.md").read_text()
+    assert "3/3 runs finished" in md and "| DPO |" in md and (tmp_path / "exp" / "learning_curves.png").exists()
+    mtime = (tmp_path / "exp/sft/libero_object/seed0/sft_summary.json").stat().st_mtime
+    again = run_experiment(cfg)  # everything is done: nothing reruns
+    assert again["runs"] == summary["runs"]
+    assert (tmp_path / "exp/sft/libero_object/seed0/sft_summary.json").stat().st_mtime == mtime
