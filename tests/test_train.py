@@ -192,3 +192,41 @@ def test_objective_registry_matches_the_config_choices():
     assert tuple(OBJECTIVES) == CONFIG_OBJECTIVES
     with pytest.raises(ConfigError, match="objective 'ppo'.*clip, dpo"):
         get_objective("ppo")
+
+
+@pytest.mark.sim
+def test_dead_worker_is_replaced_and_group_resampled_then_repeated_failures_stop(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import tgrpo.train
+    from tgrpo.errors import TgrpoError
+    from tgrpo.train import train
+
+    sft = tmp_path / "sft"
+    TinyVLA(PolicyConfig(size=SMALL, image_size=64)).save(sft)
+    cfg = train_config_from_dict({
+        "suite": "libero_object", "task": 0, "iterations": 2, "eval_every": 0, "eval_init_states": [49],
+        "out": str(tmp_path / "run"), "num_threads": 1, "probe_demos": 0,
+        "policy": {"checkpoint": str(sft), "lora_rank": 4},
+        "rollout": {"group_size": 2, "max_steps": 6, "max_retries": 1}, "algo": {"epochs": 1}})
+    real, calls = tgrpo.train.rollout_groups, []
+
+    def killing(always):
+        def rollout(pool, policy, **kwargs):
+            calls.append(len(calls))
+            if always or len(calls) == 1:  # SIGKILL env 1 after step 2 of the rollout
+                kwargs["on_step"] = lambda t, live: t == 2 and os.kill(pool.pids[1], signal.SIGKILL)
+            return real(pool, policy, **kwargs)
+        return rollout
+
+    monkeypatch.setattr(tgrpo.train, "rollout_groups", killing(always=False))
+    summary = train(cfg, stop_at=1)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert len(calls) == 2 and summary["rollout_retries"] == 1
+    assert state["history"][0]["faults/rollout_retries"] == 1 and state["history"][0]["rollout/length"] == 6
+    monkeypatch.setattr(tgrpo.train, "rollout_groups", killing(always=True))
+    with pytest.raises(TgrpoError, match=r"(?s)rollout failed 2 times in a row.*worker 1 failed during 'step'"):
+        train(cfg)
+    state = json.loads((tmp_path / "run" / "checkpoint" / "trainer_state.json").read_text())
+    assert state["iteration"] == 1  # what was learned before is kept

@@ -12,6 +12,7 @@ from tgrpo.envs.suites import NUM_INIT_STATES, get_suite
 from tgrpo.errors import ConfigError, choice_error, range_error
 from tgrpo.policy.config import PolicyConfig, TinyVLASize
 from tgrpo.reward.sources import RewardConfig
+from tgrpo.rollout.backends import POOL_BACKENDS
 from tgrpo.rollout.types import STOP_RULES
 
 TRAIN_INITS = ("random", "fixed")
@@ -36,6 +37,15 @@ class RolloutConfig:
             the trajectories follow the same rules; the order of random draws and the policy's batch
             composition, hence float rounding, differ). Measured in
             docs/performance.md.
+        backend: where the environments run: ``local`` (one process each on this machine) or ``ray`` (one
+            Ray actor each, on any node of a Ray cluster; the policy stays in the learner). Same rollouts.
+        ray_address: the Ray cluster for ``backend=ray``: None starts a private one on this machine,
+            ``auto`` joins the one ``ray start --head`` runs here, ``ray://host:10001`` a remote one.
+        groups_per_iteration: G, groups sampled at once, each from its own initial state, with one batched
+            policy call per step for all G * N envs (several groups in flight, so more workers give more
+            throughput). Each group then gets its own update, in order (the paper: G = 1).
+        max_retries: a rollout whose worker dies or hangs is re-sampled on a rebuilt pool up to this many
+            times in a row; then the run stops with a report (the last checkpoint is kept).
     """
 
     group_size: int = 4
@@ -45,6 +55,10 @@ class RolloutConfig:
     train_init_states: tuple[int, ...] = tuple(range(25))
     worker_timeout_s: float = 120.0
     overlap: bool = True
+    backend: str = "local"
+    ray_address: str | None = None
+    groups_per_iteration: int = 1
+    max_retries: int = 3
 
     def __post_init__(self) -> None:
         if self.group_size < 2:
@@ -61,6 +75,12 @@ class RolloutConfig:
             raise ConfigError(f"rollout.max_steps must be >= 1, got {self.max_steps}")
         if not isinstance(self.overlap, bool):
             raise ConfigError(f"rollout.overlap must be true or false, got {self.overlap!r}")
+        if self.backend not in POOL_BACKENDS:
+            raise choice_error("rollout.backend", self.backend, POOL_BACKENDS)
+        if self.groups_per_iteration < 1:
+            raise ConfigError(f"rollout.groups_per_iteration must be >= 1, got {self.groups_per_iteration}")
+        if self.max_retries < 0:
+            raise ConfigError(f"rollout.max_retries must be >= 0, got {self.max_retries}")
 
 
 @dataclass(frozen=True)

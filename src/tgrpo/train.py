@@ -1,7 +1,7 @@
 """TGRPO training (``tgrpo train``): the paper's pipeline, one phase per call.
 
     for each iteration:
-        group    = sample N trajectories from one initial state        (rollout_group)
+        group    = sample N trajectories from one initial state        (sample_groups)
         rewards  = multi-stage dense rewards R[i, t] = f1 + f2         (dense_rewards)
         adv      = a1 * A_step + a2 * A_traj                           (advantage estimator)
         stats    = K epochs of clipped-surrogate + KL minibatch updates (update_policy)
@@ -38,9 +38,10 @@ from tgrpo.policy.vla import PolicyInputs
 from tgrpo.reward.dense import DenseRewards, Keyposes, StageEvaluator, StageRewardParams, dense_rewards
 from tgrpo.reward.keyposes import extract_keyposes
 from tgrpo.reward.sources import task_stages
-from tgrpo.rollout.engine import rollout_group
+from tgrpo.rollout.backends import make_env_pool
+from tgrpo.rollout.engine import rollout_groups
 from tgrpo.rollout.types import GroupRollout
-from tgrpo.rollout.workers import EnvPool
+from tgrpo.rollout.workers import WorkerError
 from tgrpo.sft import DemoRows, cache_features, evaluate_rows, load_rows
 
 MAX_BAD_UPDATES = 5  # consecutive non-finite gradients before the run stops
@@ -321,6 +322,48 @@ def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tenso
     }
 
 
+def group_starts(cfg: TrainConfig, it: int, rng: np.random.Generator) -> tuple[list[int | None], list[int | None]]:
+    """Per-env (init states, placement seeds) of iteration ``it``: G groups, each of N envs sharing one start.
+
+    ``train_init=random``: group g of iteration ``it`` gets the placement seed ``seed * 1_000_003 + it * G + g``
+    (a new layout every group, never one of LIBERO's fixed states); ``fixed``: a state drawn from
+    ``train_init_states`` with ``rng`` per group."""
+    n, g_count = cfg.rollout.group_size, cfg.rollout.groups_per_iteration
+    if cfg.rollout.train_init == "random":
+        starts = [cfg.seed * 1_000_003 + it * g_count + g for g in range(g_count)]
+        return [None] * n * g_count, [s for s in starts for _ in range(n)]
+    states = [int(rng.choice(cfg.rollout.train_init_states)) for _ in range(g_count)]
+    return [s for s in states for _ in range(n)], [None] * n * g_count
+
+
+def sample_groups(pool, sampler, cfg: TrainConfig, init: list, seeds: list) -> tuple[list[GroupRollout], int]:
+    """Roll out the iteration's G groups. A worker that dies or hangs (:class:`WorkerError`) is replaced
+    (``pool.rebuild()``) and the groups are sampled again from the same starts, up to
+    ``rollout.max_retries`` times in a row; then the run stops with the failure named.
+    Returns the groups and the number of failed attempts."""
+    last = None
+    for attempt in range(cfg.rollout.max_retries + 1):
+        try:
+            groups = rollout_groups(pool, sampler, groups=cfg.rollout.groups_per_iteration, init_state=init,
+                                    seeds=seeds, stop_rule=cfg.rollout.stop_rule, max_steps=cfg.rollout.max_steps,
+                                    overlap=cfg.rollout.overlap)
+            return groups, attempt
+        except WorkerError as exc:
+            last = exc
+            print(f"warning: rollout attempt {attempt + 1} failed ({exc.reason.splitlines()[0]}; env {exc.env_index}, "
+                  f"step {exc.step}); replacing the worker and sampling the group again", file=sys.stderr)
+            if attempt < cfg.rollout.max_retries:
+                pool.rebuild()
+    raise TgrpoError(f"the rollout failed {cfg.rollout.max_retries + 1} times in a row; stopping. Last failure: "
+                     f"{last}\nThe last checkpoint is in {Path(cfg.out) / 'checkpoint'}")
+
+
+def mean_metrics(per_group: list[dict[str, float]]) -> dict[str, float]:
+    """Mean of each metric over the groups that report it."""
+    keys = dict.fromkeys(k for m in per_group for k in m)
+    return {k: float(np.mean([m[k] for m in per_group if k in m])) for k in keys}
+
+
 def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> dict:
     """Run TGRPO as configured; returns the final summary (also in ``<out>/summary.json``)."""
     from torch.utils.tensorboard import SummaryWriter
@@ -353,7 +396,9 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
     bad_updates = 0
     update = get_objective(cfg.algo.objective)
 
-    with EnvPool(env_cfg, cfg.rollout.group_size, timeout_s=cfg.rollout.worker_timeout_s) as pool:
+    num_envs = cfg.rollout.group_size * cfg.rollout.groups_per_iteration
+    with make_env_pool(cfg.rollout.backend, env_cfg, num_envs, timeout_s=cfg.rollout.worker_timeout_s,
+                       address=cfg.rollout.ray_address) as pool:
         task = pool.task
         stages = task_stages(task, cfg.reward)
         kp_file = out / "keyposes.json"
@@ -394,36 +439,36 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
         for it in bar:
             t0 = time.perf_counter()
             rng = np.random.default_rng([cfg.seed, it])
-            if cfg.rollout.train_init == "random":
-                init, seeds = None, [cfg.seed * 1_000_003 + it] * pool.num_envs
-            else:
-                init, seeds = int(rng.choice(cfg.rollout.train_init_states)), None
+            init, seeds = group_starts(cfg, it, rng)
             torch.set_num_threads(1)  # the env workers are busy on the other cores
-            group = rollout_group(pool, sampler, init_state=init, seeds=seeds, stop_rule=cfg.rollout.stop_rule,
-                                  max_steps=cfg.rollout.max_steps, overlap=cfg.rollout.overlap)           # 1. group
+            groups, retries = sample_groups(pool, sampler, cfg, init, seeds)                          # 1. groups
             t_rollout = time.perf_counter() - t0
-            rewards = dense_rewards(evaluator, group.states, group.mask.numpy(), group.scenes)            # 2. rewards
-            adv = group_advantages(group, rewards, cfg.algo)                                              # 3. advantages
             torch.set_num_threads(cfg.num_threads)
-            t1 = time.perf_counter()
-            batch = flatten_group(group, adv, policy, task.language, group_returns(group, rewards))
-            stats = update(policy, optimizer, batch, cfg.algo, rng)                                       # 4. update
-            t_update = time.perf_counter() - t1
-            bad_updates = bad_updates + 1 if stats.skipped_steps and not stats.optimizer_steps else 0
-            if bad_updates >= MAX_BAD_UPDATES:
-                raise TgrpoError(f"{bad_updates} iterations in a row had only non-finite gradients; stopping. "
-                                 f"The last good checkpoint is in {out / 'checkpoint'}")
-            metrics = group_metrics(group, rewards, adv) | probe_metrics(policy, probe)                   # 5. log
-            metrics.update({f"update/{k}": float(v) for k, v in asdict(stats).items()})
-            env_steps = int(group.lengths.sum())
+            t_update, per_group = 0.0, []
+            for group in groups:  # one group unless rollout.groups_per_iteration > 1
+                rewards = dense_rewards(evaluator, group.states, group.mask.numpy(), group.scenes)        # 2. rewards
+                adv = group_advantages(group, rewards, cfg.algo)                                          # 3. advantages
+                t1 = time.perf_counter()
+                batch = flatten_group(group, adv, policy, task.language, group_returns(group, rewards))
+                stats = update(policy, optimizer, batch, cfg.algo, rng)                                   # 4. update
+                t_update += time.perf_counter() - t1
+                bad_updates = bad_updates + 1 if stats.skipped_steps and not stats.optimizer_steps else 0
+                if bad_updates >= MAX_BAD_UPDATES:
+                    raise TgrpoError(f"{bad_updates} updates in a row had only non-finite gradients; stopping. "
+                                     f"The last good checkpoint is in {out / 'checkpoint'}")
+                per_group.append(group_metrics(group, rewards, adv) |
+                                 {f"update/{k}": float(v) for k, v in asdict(stats).items()})
+            metrics = mean_metrics(per_group) | probe_metrics(policy, probe)                               # 5. log
+            env_steps = sum(int(g.lengths.sum()) for g in groups)
             metrics.update({"time/rollout_s": t_rollout, "time/update_s": t_update,
                             "time/env_steps_per_s": env_steps / t_rollout, "time/learner_steps_per_s":
-                            len(group.actions[group.mask]) * cfg.algo.epochs / max(t_update, 1e-9)})
+                            env_steps * cfg.algo.epochs / max(t_update, 1e-9), "faults/rollout_retries": retries,
+                            "rollout/groups": len(groups)})
             for k, v in metrics.items():
                 writer.add_scalar(k, v, it + 1)
             history.append({"iteration": it + 1, **metrics})
             bar.set_postfix(success=f"{metrics['rollout/success_rate']:.2f}", ret=f"{metrics['reward/return_mean']:.1f}",
-                            kl=f"{stats.kl:.3f}")
+                            kl=f"{metrics['update/kl']:.3f}")
             done = it + 1
             if eval_due(done):  # saved first, so an interrupted evaluation resumes with the same weights
                 save(done)
@@ -436,6 +481,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
     summary = {"task": task.name, "suite": cfg.suite, "iterations": len(history), "evals": evals,
                "probe_start": probe_start, "probe_end": {k: v for k, v in (history[-1] if history else {}).items()
                                                          if k.startswith("probe/")},
-               "final_group_success": history[-1]["rollout/success_rate"] if history else None}
+               "final_group_success": history[-1]["rollout/success_rate"] if history else None,
+               "rollout_retries": int(sum(h.get("faults/rollout_retries", 0) for h in history))}
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -8,6 +8,7 @@ from tgrpo.envs import EnvConfig, Observation, PrivilegedState, TaskInfo
 from tgrpo.errors import ConfigError, TgrpoError
 from tgrpo.policy.random_policy import RandomPolicy
 from tgrpo.rollout import EnvPool, rollout_group
+from tgrpo.rollout.engine import rollout_groups
 from tgrpo.rollout.types import PolicyStep
 
 
@@ -114,6 +115,31 @@ def test_overlapped_halves_give_the_same_group_as_one_batch(succeed_at, rule):
     np.testing.assert_array_equal(a.states.ee_pos, b.states.ee_pos)
     # the overlap happens: some policy calls run while the other half's workers are stepping
     assert any(e[0] == "act" and e[2] and not set(e[1]) & set(e[2]) for e in pool.stepped)
+
+
+@pytest.mark.parametrize("rule", ["first_success", "all_done"])
+def test_groups_in_flight_stop_on_their_own_and_equal_separate_rollouts(rule):
+    # 3 groups of 2: group 1 = envs 2 and 3 spans both halves; env 3 succeeds at step 3, env 4 at step 5
+    succeed_at = [None, None, None, 3, 5, None]
+    runs = {}
+    for overlap in (False, True):
+        pool = ScriptedPool(succeed_at)
+        runs[overlap] = rollout_groups(pool, EchoPolicy(pool), groups=3, init_state=0, max_steps=7, stop_rule=rule,
+                                       overlap=overlap)
+    a, b = runs[False], runs[True]
+    want = {"first_success": [[7, 7], [3, 3], [5, 5]], "all_done": [[7, 7], [7, 3], [5, 7]]}[rule]
+    assert [g.lengths.tolist() for g in a] == want
+    for ga, gb in zip(a, b):
+        for name in ("actions", "action_tokens", "step_success", "success", "mask", "lengths"):
+            assert torch.equal(getattr(ga, name), getattr(gb, name)), name
+    # each group equals the same envs rolled out as a group of their own (the action encodes the global env index)
+    for g, (lo, hi) in enumerate([(0, 2), (2, 4), (4, 6)]):
+        alone = rollout_group(ScriptedPool(succeed_at[lo:hi]), EchoPolicy(ScriptedPool([None])), init_state=0,
+                              max_steps=7, stop_rule=rule)
+        assert torch.equal(alone.lengths, a[g].lengths) and torch.equal(alone.success, a[g].success)
+        assert torch.equal(alone.actions[..., 1], a[g].actions[..., 1])  # the step counter
+    with pytest.raises(TgrpoError, match="6 envs cannot hold 4 groups"):
+        rollout_groups(ScriptedPool(succeed_at), RandomPolicy(0), groups=4)
 
 
 def test_unknown_stop_rule_and_bad_policy_output_are_refused():

@@ -82,7 +82,38 @@ def _close_live_pools() -> None:
         pool.close()
 
 
-class EnvPool:
+class PoolCommands:
+    """The commands every pool backend offers, built on its ``call``, ``step_send``, ``step_recv`` and
+    ``close`` (:class:`EnvPool` here, ``RayEnvPool`` on Ray)."""
+
+    num_envs: int
+    step_count: int
+
+    def reset(self, init_states: Sequence[int | None], seeds: Sequence[int | None] | None = None) -> list[Observation]:
+        """Reset every env: ``init_states[i]`` is a fixed init-state index or None (random placement)."""
+        if len(init_states) != self.num_envs:
+            raise ConfigError(f"reset needs {self.num_envs} init states, got {len(init_states)}")
+        seeds = list(seeds) if seeds is not None else [None] * self.num_envs
+        self.step_count = 0
+        return self.call("reset", [{"init_state": s, "seed": sd} for s, sd in zip(init_states, seeds)])
+
+    def step(self, actions: np.ndarray, indices: Sequence[int] | None = None) -> list[Observation]:
+        """Step the envs in ``indices`` (default all) with ``actions`` (len(indices), 7), concurrently."""
+        indices = list(range(self.num_envs)) if indices is None else list(indices)
+        self.step_send(actions, indices)
+        return self.step_recv(indices)
+
+    def model_xml(self, indices: Sequence[int]) -> list[str]:
+        return self.call("model_xml", [None] * len(indices), indices)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EnvPool(PoolCommands):
     """N LIBERO environments of one task, in N worker processes.
 
     Args:
@@ -153,12 +184,6 @@ class EnvPool:
         self._broken = None
         self._start()
 
-    def __enter__(self) -> "EnvPool":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     @property
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs]
@@ -213,20 +238,6 @@ class EnvPool:
         self._send(command, args, indices)
         return self._gather(command, indices, self.timeout_s)
 
-    def reset(self, init_states: Sequence[int | None], seeds: Sequence[int | None] | None = None) -> list[Observation]:
-        """Reset every env: ``init_states[i]`` is a fixed init-state index or None (random placement)."""
-        if len(init_states) != self.num_envs:
-            raise ConfigError(f"reset needs {self.num_envs} init states, got {len(init_states)}")
-        seeds = list(seeds) if seeds is not None else [None] * self.num_envs
-        self.step_count = 0
-        return self.call("reset", [{"init_state": s, "seed": sd} for s, sd in zip(init_states, seeds)])
-
-    def step(self, actions: np.ndarray, indices: Sequence[int] | None = None) -> list[Observation]:
-        """Step the envs in ``indices`` (default all) with ``actions`` (len(indices), 7), concurrently."""
-        indices = list(range(self.num_envs)) if indices is None else list(indices)
-        self.step_send(actions, indices)
-        return self.step_recv(indices)
-
     def step_send(self, actions: np.ndarray, indices: Sequence[int]) -> None:
         """Start stepping the envs in ``indices`` and return at once; :meth:`step_recv` collects the
         observations. Other work (the policy call for other envs) can run in between."""
@@ -238,5 +249,3 @@ class EnvPool:
         self.step_count += 1
         return out
 
-    def model_xml(self, indices: Sequence[int]) -> list[str]:
-        return self.call("model_xml", [None] * len(indices), indices)
