@@ -9,17 +9,20 @@ run killed at any moment leaves either the previous or the new checkpoint comple
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
+import signal
+import threading
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from tgrpo.errors import DatasetError
+from tgrpo.errors import DatasetError, StopRequested
 
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "trainer_state.json"
@@ -119,3 +122,46 @@ def load_trainer_state(directory: str | Path, optimizer: torch.optim.Optimizer |
         except (ValueError, KeyError, FileNotFoundError) as exc:
             raise DatasetError(f"{directory / OPTIMIZER_FILE} does not fit this model's optimizer ({exc})") from None
     return state
+
+
+class GracefulStop:
+    """Turn SIGINT/SIGTERM into :class:`StopRequested`, deferred while a checkpoint is being written.
+
+    Use as ``with GracefulStop() as stop:`` around a run and ``with stop.writing():`` around each write. A
+    signal outside a write raises at once (the previous checkpoint is complete); inside a write it is held
+    until the write has finished, then raised. The previous handlers are restored on exit. Outside the main
+    thread (where Python cannot install handlers) this does nothing.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self._writing = False
+        self._pending: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self._writing:
+            self._pending = signum
+            return
+        raise StopRequested(f"stopped by {signal.Signals(signum).name}")
+
+    def __enter__(self) -> "GracefulStop":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        self._writing = True
+        try:
+            yield
+        finally:
+            self._writing = False
+        if self._pending is not None:
+            signum, self._pending = self._pending, None
+            raise StopRequested(f"stopped by {signal.Signals(signum).name} (after finishing the checkpoint write)")

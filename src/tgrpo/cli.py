@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tgrpo.envs.suites import SUITES
-from tgrpo.errors import TgrpoError
+from tgrpo.errors import StopRequested, TgrpoError
 from tgrpo.policy.config import VISION_ENCODERS
 
 
@@ -351,6 +351,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except StopRequested as exc:
+        print(f"tgrpo {args.command}: {exc}; the last complete checkpoint is kept, rerun the command to resume",
+              file=sys.stderr)
+        return 130
     except TgrpoError as exc:
         print(f"tgrpo {args.command}: error: {exc}", file=sys.stderr)
         return 2

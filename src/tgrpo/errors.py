@@ -17,6 +17,10 @@ class DatasetError(TgrpoError):
     """A missing or malformed dataset file."""
 
 
+class StopRequested(TgrpoError):
+    """SIGINT or SIGTERM arrived: the run stops; its last complete checkpoint is kept."""
+
+
 def choice_error(what: str, value: object, valid: Iterable[object]) -> ConfigError:
     """Build the standard 'unknown X' error listing the valid choices."""
     valid = list(valid)

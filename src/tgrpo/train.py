@@ -26,7 +26,7 @@ import torch
 
 from tgrpo.algo.advantages import absorb_success, get_advantage_estimator
 from tgrpo.algo.loss import dpo_loss, dpo_margin_grad, kl_k3, preference_pair, tgrpo_loss, token_weights
-from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
+from tgrpo.checkpoint import GracefulStop, find_checkpoint, load_trainer_state, save_checkpoint
 from tgrpo.config import AlgoConfig, TrainConfig
 from tgrpo.data.hdf5 import find_task_demo_file, load_task_demos
 from tgrpo.envs.config import EnvConfig
@@ -397,7 +397,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
     update = get_objective(cfg.algo.objective)
 
     num_envs = cfg.rollout.group_size * cfg.rollout.groups_per_iteration
-    with make_env_pool(cfg.rollout.backend, env_cfg, num_envs, timeout_s=cfg.rollout.worker_timeout_s,
+    with GracefulStop() as stop, make_env_pool(cfg.rollout.backend, env_cfg, num_envs, timeout_s=cfg.rollout.worker_timeout_s,
                        address=cfg.rollout.ray_address) as pool:
         task = pool.task
         stages = task_stages(task, cfg.reward)
@@ -425,9 +425,10 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
             return done == cfg.iterations or bool(cfg.eval_every and done % cfg.eval_every == 0)
 
         def save(done: int) -> None:
-            save_checkpoint(out / "checkpoint", policy.save, optimizer, {
-                "iteration": done, "history": history, "evals": evals, "probe_start": probe_start,
-                "generator": policy.generator.get_state().tolist()})
+            with stop.writing():  # SIGINT/SIGTERM wait for the write to finish
+                save_checkpoint(out / "checkpoint", policy.save, optimizer, {
+                    "iteration": done, "history": history, "evals": evals, "probe_start": probe_start,
+                    "generator": policy.generator.get_state().tolist()})
 
         if cfg.eval_every and start == 0 and not evals:
             run_eval(0)  # the starting (SFT) policy on the held-out states
