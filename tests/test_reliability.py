@@ -101,3 +101,51 @@ def test_sigkill_resumes_with_the_same_curves_and_sigterm_stops_cleanly(tmp_path
     state = json.loads((ckpt / "trainer_state.json").read_text())
     assert state["iteration"] >= 1 and np.isfinite(state["history"][0]["update/loss"])
     assert not list((tmp_path / "terminated").glob("checkpoint.tmp*"))  # no half-written checkpoint left
+
+
+@pytest.mark.sim
+def test_every_bad_input_of_the_reliability_table_is_refused_by_name():
+    """bench/bad_inputs.py exits 1 when a case does not end with exit code 2 and its expected message."""
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "bad_inputs.py"
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("\n| ") >= 25
+
+
+def test_no_code_from_outside_is_executed():
+    """No eval/exec, pickle or torch.load in the package: checkpoints are safetensors + JSON, LLM replies data."""
+    import re
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src" / "tgrpo"
+    pattern = re.compile(r"(?<![\w.])(eval|exec)\(|\bpickle\b|torch\.load\(|allow_pickle|yaml\.load\(|marshal")
+    hits = [f"{p.relative_to(src)}:{i}: {line.strip()}" for p in src.rglob("*.py")
+            for i, line in enumerate(p.read_text().splitlines(), 1)
+            if pattern.search(line) and not line.lstrip().startswith("#") and "no pickle" not in line]
+    assert hits == []
+
+
+def test_checkpoint_write_is_atomic_and_an_interrupted_swap_finds_the_previous_one(tmp_path):
+    from tgrpo.checkpoint import find_checkpoint, save_checkpoint
+
+    def policy_files(d):
+        (d / "policy.json").write_text("{}")
+
+    save_checkpoint(tmp_path / "checkpoint", policy_files, None, {"iteration": 1})
+
+    def crash(d):  # killed while writing the next checkpoint
+        (d / "policy.json").write_text("{partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "checkpoint", crash, None, {"iteration": 2})
+    found = find_checkpoint(tmp_path / "checkpoint")
+    assert json.loads((found / "trainer_state.json").read_text())["iteration"] == 1
+    assert (found / "policy.json").read_text() == "{}"
+    # killed between the two renames: only checkpoint.old (complete) and checkpoint.tmp exist
+    (tmp_path / "checkpoint").rename(tmp_path / "checkpoint.old")
+    assert find_checkpoint(tmp_path / "checkpoint") == tmp_path / "checkpoint.old"
+    save_checkpoint(tmp_path / "checkpoint", policy_files, None, {"iteration": 3})
+    assert json.loads((find_checkpoint(tmp_path / "checkpoint") / "trainer_state.json").read_text())["iteration"] == 3

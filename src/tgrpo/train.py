@@ -30,7 +30,7 @@ from tgrpo.checkpoint import GracefulStop, find_checkpoint, load_trainer_state, 
 from tgrpo.config import AlgoConfig, TrainConfig
 from tgrpo.data.hdf5 import find_task_demo_file, load_task_demos
 from tgrpo.envs.config import EnvConfig
-from tgrpo.envs.libero_env import LiberoEnv, TaskInfo
+from tgrpo.envs.libero_env import LiberoEnv, TaskInfo, resolve_task
 from tgrpo.errors import TgrpoError, choice_error
 from tgrpo.evaluation import EvalConfig, FixedTemperature, evaluate
 from tgrpo.policy.registry import load_policy
@@ -370,6 +370,7 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
     from tqdm import tqdm
 
     out = Path(cfg.out)
+    resolve_task(cfg.suite, cfg.task)  # an unknown task is refused by name before anything starts
     ckpt = find_checkpoint(out / "checkpoint") if resume else None
     if ckpt is not None:
         policy = load_policy(ckpt)

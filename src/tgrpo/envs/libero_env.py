@@ -83,6 +83,14 @@ def task_names(suite: str) -> list[str]:
     return list(_benchmark(suite).get_task_names())
 
 
+def check_action(action: np.ndarray) -> np.ndarray:
+    """``action`` as a (7,) float64 array; anything else, or a non-finite value, is refused by name."""
+    action = np.asarray(action, dtype=np.float64).reshape(-1)
+    if action.shape != (7,) or not np.all(np.isfinite(action)):
+        raise ConfigError(f"action must be 7 finite numbers in [-1, 1], got {action.tolist()}")
+    return action
+
+
 def resolve_task(suite: str, task: int | str) -> int:
     """Return the task index for ``task`` (an index or a task name); errors list the valid range/names."""
     names = task_names(suite)
@@ -357,10 +365,7 @@ class LiberoEnv:
 
     def step(self, action: np.ndarray) -> Observation:
         """Apply one 7-d action (xyz delta, axis-angle delta, gripper -1 open / +1 close), each in [-1, 1]."""
-        action = np.asarray(action, dtype=np.float64).reshape(-1)
-        if action.shape != (7,) or not np.all(np.isfinite(action)):
-            raise ConfigError(f"action must be 7 finite numbers in [-1, 1], got {action.tolist()}")
-        raw_obs, *_ = self._env.step(np.clip(action, -1.0, 1.0))
+        raw_obs, *_ = self._env.step(np.clip(check_action(action), -1.0, 1.0))
         self.steps += 1
         return self._observation(raw_obs)
 

@@ -431,6 +431,12 @@ class LlavaVLA(nn.Module):
         return {k: v.detach().cpu().contiguous() for k, v in self.model.state_dict().items()}
 
     def _load_state(self, state: dict[str, torch.Tensor], source: Path, strict: bool = True) -> None:
+        model = self.model.state_dict()
+        wrong = [f"{k}: {tuple(v.shape)} in the file, {tuple(model[k].shape)} in the model" for k, v in state.items()
+                 if k in model and tuple(v.shape) != tuple(model[k].shape)]
+        if wrong:
+            raise DatasetError(f"the weights in {source} do not fit the model described in {CONFIG_FILE} next to it "
+                               f"(a checkpoint of another model?): {len(wrong)} tensors differ in shape, e.g. {wrong[0]}")
         missing, unexpected = self.model.load_state_dict(state, strict=False)
         if unexpected or (strict and missing):
             raise DatasetError(
