@@ -17,6 +17,10 @@ class DatasetError(TgrpoError):
     """A missing or malformed dataset file."""
 
 
+class SimulationError(TgrpoError):
+    """The simulator failed during an episode (e.g. MuJoCo instability); the episode is invalid."""
+
+
 class StopRequested(TgrpoError):
     """SIGINT or SIGTERM arrived: the run stops; its last complete checkpoint is kept."""
 

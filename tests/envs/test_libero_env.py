@@ -70,6 +70,18 @@ def test_bad_init_state_and_action_are_refused(object_env):
         object_env.step(np.zeros(6))
 
 
+def test_mujoco_instability_is_detected_not_silently_reset(object_env):
+    from tgrpo.errors import SimulationError
+
+    object_env.reset(init_state=0)
+    object_env.step(np.zeros(7))
+    object_env._env.sim.data.qvel[:] = np.nan  # what a blown-up contact leaves behind
+    with pytest.raises(SimulationError, match="MuJoCo became unstable at step 2 of libero_object task 0"):
+        object_env.step(np.zeros(7))
+    object_env.reset(init_state=0)  # a reset gives a valid episode again
+    assert np.isfinite(object_env.step(np.zeros(7)).state.joint_pos).all()
+
+
 def test_cameras_render_requested_views_only():
     with LiberoEnv(EnvConfig(suite="libero_object", task=0, cameras=("wrist",), image_size=64)) as env:
         obs = env.reset(init_state=0)

@@ -22,7 +22,7 @@ import numpy as np
 
 from tgrpo.envs.config import CAMERA_NAMES, EnvConfig
 from tgrpo.envs.suites import NUM_SETTLE_STEPS, SETTLE_ACTION, get_suite
-from tgrpo.errors import ConfigError, range_error
+from tgrpo.errors import ConfigError, SimulationError, range_error
 
 
 def configure_rendering(backend: str) -> None:
@@ -365,9 +365,24 @@ class LiberoEnv:
 
     def step(self, action: np.ndarray) -> Observation:
         """Apply one 7-d action (xyz delta, axis-angle delta, gripper -1 open / +1 close), each in [-1, 1]."""
+        bad_before = self._bad_state_warnings()
         raw_obs, *_ = self._env.step(np.clip(check_action(action), -1.0, 1.0))
+        if self._bad_state_warnings() > bad_before:
+            raise SimulationError(
+                f"MuJoCo became unstable at step {self.steps + 1} of {self.task.suite} task {self.task.task_id} "
+                "(non-finite or huge positions, velocities or accelerations); MuJoCo reset its state, so this "
+                "episode is no longer valid. Reset the environment (training re-samples the group).")
         self.steps += 1
         return self._observation(raw_obs)
+
+    def _bad_state_warnings(self) -> int:
+        """How often MuJoCo has found a bad qpos, qvel or qacc (and reset the state) in this simulation."""
+        import mujoco
+
+        warnings = self._env.sim.data._data.warning
+        return sum(int(warnings[w].number) for w in (mujoco.mjtWarning.mjWARN_BADQPOS,
+                                                        mujoco.mjtWarning.mjWARN_BADQVEL,
+                                                        mujoco.mjtWarning.mjWARN_BADQACC))
 
     def close(self) -> None:
         env, self._env = getattr(self, "_env", None), None
