@@ -1,4 +1,20 @@
 import os
 
+import pytest
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+@pytest.fixture
+def tiny_sft(tmp_path):
+    """A freshly initialised, very small tiny-vla (64 px, both cameras) saved as an SFT checkpoint: the start
+    of the short training runs in the tests."""
+    from tgrpo.policy.config import PolicyConfig, TinyVLASize
+    from tgrpo.policy.vla import TinyVLA
+
+    size = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32, text_layers=1,
+                       text_heads=2, text_mlp=64)
+    path = tmp_path / "sft"
+    TinyVLA(PolicyConfig(size=size, image_size=64)).save(path)
+    return path

@@ -32,15 +32,7 @@ def test_graceful_stop_raises_at_once_outside_a_write_and_after_it_inside():
     assert signal.getsignal(signal.SIGTERM) is before
 
 
-def _config(tmp_path, name):
-    from tgrpo.policy.config import PolicyConfig, TinyVLASize
-    from tgrpo.policy.vla import TinyVLA
-
-    sft = tmp_path / "sft"
-    if not sft.exists():
-        small = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32,
-                            text_layers=1, text_heads=2, text_mlp=64)
-        TinyVLA(PolicyConfig(size=small, image_size=64)).save(sft)
+def _config(tmp_path, sft, name):
     data = {"suite": "libero_object", "task": 0, "iterations": 3, "eval_every": 0, "eval_init_states": [49],
             "out": str(tmp_path / name), "num_threads": 1, "probe_demos": 0, "seed": 3,
             "policy": {"checkpoint": str(sft), "lora_rank": 4},
@@ -68,16 +60,16 @@ def _wait_for_iteration(run_dir, proc, k, timeout=600):
 
 @pytest.mark.sim
 @pytest.mark.slow
-def test_sigkill_resumes_with_the_same_curves_and_sigterm_stops_cleanly(tmp_path):
+def test_sigkill_resumes_with_the_same_curves_and_sigterm_stops_cleanly(tmp_path, tiny_sft):
     from tgrpo.checkpoint import find_checkpoint
     from tgrpo.config import train_config_from_dict
     from tgrpo.train import train
 
-    _, ref_data = _config(tmp_path, "reference")
+    _, ref_data = _config(tmp_path, tiny_sft, "reference")
     reference = train(train_config_from_dict(ref_data))
     ref = json.loads((tmp_path / "reference" / "checkpoint" / "trainer_state.json").read_text())["history"]
 
-    path, data = _config(tmp_path, "killed")
+    path, data = _config(tmp_path, tiny_sft, "killed")
     proc = _start(path)
     _wait_for_iteration(tmp_path / "killed", proc, 1)
     proc.send_signal(signal.SIGKILL)  # at an arbitrary moment of iteration 2 (or its checkpoint write)
@@ -91,7 +83,7 @@ def test_sigkill_resumes_with_the_same_curves_and_sigterm_stops_cleanly(tmp_path
         assert a["update/kl"] == pytest.approx(b["update/kl"], rel=1e-3, abs=1e-7)
     assert resumed["evals"] == reference["evals"]
 
-    path, _ = _config(tmp_path, "terminated")
+    path, _ = _config(tmp_path, tiny_sft, "terminated")
     proc = _start(path)
     _wait_for_iteration(tmp_path / "terminated", proc, 1)
     proc.send_signal(signal.SIGTERM)

@@ -126,21 +126,21 @@ def test_group_metrics_report_whether_the_success_has_the_best_return():
     from types import SimpleNamespace
 
     from tgrpo.algo.advantages import tgrpo_advantages
-    from tgrpo.train import group_metrics
+    from tgrpo.train import group_metrics, group_returns
 
     r = np.array([[0.5, 0.5, 1.0], [0.5, 0.5, 0.5], [0.0, 0.25, 0.25]], dtype=np.float32)
     mask = torch.ones(3, 3, dtype=torch.bool)
     rollout = SimpleNamespace(mask=mask, success=torch.tensor([True, False, False]), lengths=torch.tensor([3, 3, 3]))
     rewards = SimpleNamespace(rewards=r, f1=r, f2=np.zeros_like(r), stage=(r * 4).astype(int))
     adv = tgrpo_advantages(torch.from_numpy(r), mask)
-    m = group_metrics(rollout, rewards, adv)
+    m = group_metrics(rollout, rewards, adv, group_returns(rollout, rewards))
     assert m["reward/success_is_best"] == 1.0 and m["adv/success_mean"] > 0
     assert m["reward/return_mean"] == pytest.approx(4.0 / 3)
     rollout.success = torch.tensor([False, False, True])  # a success with the lowest return: the reward misranks it
-    m = group_metrics(rollout, rewards, adv)
+    m = group_metrics(rollout, rewards, adv, group_returns(rollout, rewards))
     assert m["reward/success_is_best"] == 0.0 and m["adv/success_mean"] < 0
     rollout.success = torch.zeros(3, dtype=torch.bool)
-    assert "reward/success_is_best" not in group_metrics(rollout, rewards, adv)
+    assert "reward/success_is_best" not in group_metrics(rollout, rewards, adv, group_returns(rollout, rewards))
 
 
 def _two_trajectories(policy, steps=6):
@@ -195,7 +195,7 @@ def test_objective_registry_matches_the_config_choices():
 
 
 @pytest.mark.sim
-def test_dead_worker_is_replaced_and_group_resampled_then_repeated_failures_stop(tmp_path, monkeypatch):
+def test_dead_worker_is_replaced_and_group_resampled_then_repeated_failures_stop(tmp_path, tiny_sft, monkeypatch):
     import os
     import signal
 
@@ -203,12 +203,10 @@ def test_dead_worker_is_replaced_and_group_resampled_then_repeated_failures_stop
     from tgrpo.errors import TgrpoError
     from tgrpo.train import train
 
-    sft = tmp_path / "sft"
-    TinyVLA(PolicyConfig(size=SMALL, image_size=64)).save(sft)
     cfg = train_config_from_dict({
         "suite": "libero_object", "task": 0, "iterations": 2, "eval_every": 0, "eval_init_states": [49],
         "out": str(tmp_path / "run"), "num_threads": 1, "probe_demos": 0,
-        "policy": {"checkpoint": str(sft), "lora_rank": 4},
+        "policy": {"checkpoint": str(tiny_sft), "lora_rank": 4},
         "rollout": {"group_size": 2, "max_steps": 6, "max_retries": 1}, "algo": {"epochs": 1}})
     real, calls = tgrpo.train.rollout_groups, []
 

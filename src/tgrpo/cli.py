@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Sequence
 
 from tgrpo.envs.suites import SUITES
-from tgrpo.errors import StopRequested, TgrpoError
+from tgrpo.errors import StopRequested, TgrpoError, choice_error
 from tgrpo.policy.config import VISION_ENCODERS
 
 
@@ -90,7 +90,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     suites = list(SUITES) if args.suite == ["all"] else args.suite
     for suite in suites:
         if suite not in SUITES:
-            raise TgrpoError(f"unknown LIBERO suite {suite!r}; valid choices: all, {', '.join(SUITES)}")
+            raise choice_error("LIBERO suite", suite, ["all", *SUITES])
     if len(suites) > 1 and args.tasks != ["all"]:
         raise TgrpoError("--tasks selects tasks of one suite; with several suites every task of each is evaluated")
     policy = load_policy(args.checkpoint)

@@ -33,6 +33,7 @@ aggregate ``out/results.json``, ``out/results.md`` and ``out/*.png``.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import re
 import sys
@@ -196,7 +197,9 @@ class ExperimentConfig:
                   num_demos=int(demos.get("num_demos", 50)), demo_envs=int(demos.get("num_envs", 2)),
                   sft=sft, sft_checkpoints=ckpts, train=dict(data.get("train", {})), eval_init_states=init,
                   eval_envs=int(ev.get("num_envs", 2)))
-        cfg.runs()  # builds and validates every run's TrainConfig now, before hours of compute
+        for m in cfg.methods:  # every run's TrainConfig is built and validated now, before hours of compute
+            for (suite, task), seed in itertools.product(cfg.tasks, cfg.seeds):
+                cfg.train_config(m, suite, task, seed)
         return cfg
 
     @classmethod
@@ -218,17 +221,23 @@ class ExperimentConfig:
         d = self.sft_dir(suite, seed)
         return d / "best" if (d / "best").exists() or not (d / "checkpoint").exists() else d / "checkpoint"
 
+    def demo_path(self, suite: str, task: int) -> Path:
+        from tgrpo.data.hdf5 import default_demo_path
+        from tgrpo.envs.libero_env import task_names
+
+        return default_demo_path(self.demo_root, suite, task_names(suite)[task])
+
+    def method(self, name: str) -> Method:
+        return next(m for m in self.methods if m.name == name)
+
     def run_dir(self, method: str, suite: str, task: int, seed: int) -> Path:
         return Path(self.out) / "runs" / slug(method) / suite / f"task{task}" / f"seed{seed}"
 
     def train_config(self, method: Method, suite: str, task: int, seed: int):
-        from tgrpo.data.hdf5 import default_demo_path
-        from tgrpo.envs.libero_env import task_names
-
         data = json.loads(json.dumps(self.train))
         data.setdefault("eval_every", 0)
         data.update({"suite": suite, "task": task, "seed": seed, "eval_init_states": list(self.eval_init_states),
-                     "demos": str(default_demo_path(self.demo_root, suite, task_names(suite)[task])),
+                     "demos": str(self.demo_path(suite, task)),
                      "out": str(self.run_dir(method.name, suite, task, seed))})
         data.setdefault("policy", {})["checkpoint"] = str(self.sft_checkpoint(suite, seed))
         try:
@@ -240,18 +249,14 @@ class ExperimentConfig:
     def runs(self) -> list[Run]:
         """Every cell: the SFT evaluations first, then (seed, task, method) in that order."""
         runs = [Run(SFT, s, t, seed, str(self.run_dir(SFT, s, t, seed))) for seed in self.seeds for s, t in self.tasks]
-        for seed in self.seeds:
-            for s, t in self.tasks:
-                for m in self.methods:
-                    self.train_config(m, s, t, seed)
-                    runs.append(Run(m.name, s, t, seed, str(self.run_dir(m.name, s, t, seed))))
+        runs += [Run(m.name, s, t, seed, str(self.run_dir(m.name, s, t, seed)))
+                 for seed in self.seeds for s, t in self.tasks for m in self.methods]
         return runs
 
     def eval_dir(self, run: Run) -> Path:
         if run.method == SFT:
             return Path(run.path) / "eval"
-        method = next(m for m in self.methods if m.name == run.method)
-        iterations = self.train_config(method, run.suite, run.task, run.seed).iterations
+        iterations = self.train_config(self.method(run.method), run.suite, run.task, run.seed).iterations
         return Path(run.path) / "eval" / f"iter_{iterations:04d}"  # the final evaluation of the run
 
     def done(self, run: Run) -> bool:
@@ -286,11 +291,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
             if cfg.sft_checkpoints.get(suite, {}).get(seed) or (d / "sft_summary.json").exists():
                 continue
             _stage(f"SFT {suite} seed {seed}")
-            from tgrpo.data.hdf5 import default_demo_path
-            from tgrpo.envs.libero_env import task_names
-
-            files = tuple(str(default_demo_path(cfg.demo_root, suite, task_names(suite)[t])) for s, t in cfg.tasks
-                          if s == suite)
+            files = tuple(str(cfg.demo_path(suite, t)) for s, t in cfg.tasks if s == suite)
             train_sft(SFTConfig(data=files, out=str(d), seed=seed, policy=PolicyConfig(seed=seed), **cfg.sft))
     runs = cfg.runs()
     for i, run in enumerate(runs):
@@ -304,8 +305,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
             evaluate(policy, EvalConfig(suite=run.suite, tasks=(run.task,), init_states=cfg.eval_init_states,
                                         num_envs=cfg.eval_envs, max_steps=max_steps, out=str(cfg.eval_dir(run))))
         else:
-            method = next(m for m in cfg.methods if m.name == run.method)
-            train(cfg.train_config(method, run.suite, run.task, run.seed))
+            train(cfg.train_config(cfg.method(run.method), run.suite, run.task, run.seed))
         record = Path(run.path) / "run.json"
         previous = json.loads(record.read_text())["seconds"] if record.exists() else 0.0
         record.write_text(json.dumps(asdict(run) | {"seconds": previous + time.perf_counter() - t0}, indent=2))
@@ -315,7 +315,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
 
 # -- aggregation ----------------------------------------------------------------------------------------
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    """Mean and sample std (0 for a single value)."""
+    return float(np.mean(values)), (float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
 
 
 def _fmt(values: list[float]) -> str:
@@ -473,9 +474,10 @@ def _plots(cfg: ExperimentConfig, records: list[dict], out: Path) -> list[Path]:
                                  if r["method"] == m.name and r["seed"] == seed]) for seed in cfg.seeds
                         if any(r["method"] == m.name and r["seed"] == seed for r in records)]
             if per_seed:
+                mean, std = _mean_std(per_seed)
                 xs.append(m.overrides[m.sweep])
-                means.append(100 * float(np.mean(per_seed)))
-                stds.append(100 * float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else 0.0)
+                means.append(100 * mean)
+                stds.append(100 * std)
         if not xs:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.6))

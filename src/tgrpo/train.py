@@ -299,9 +299,11 @@ def group_returns(rollout: GroupRollout, rewards: DenseRewards) -> torch.Tensor:
     return (absorbed * absorbed_mask).sum(1)
 
 
-def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tensor) -> dict[str, float]:
+def group_metrics(rollout: GroupRollout, rewards: DenseRewards, adv: torch.Tensor,
+                  returns: torch.Tensor) -> dict[str, float]:
+    """Scalars of one group; ``returns`` (N,) from :func:`group_returns`."""
     mask = rollout.mask.numpy()
-    returns = group_returns(rollout, rewards).numpy()
+    returns = returns.numpy()
     success = rollout.success.numpy().astype(bool)
     # Does the dense return rank the successful trajectories first? (only for groups with a success)
     credit = {} if not success.any() else {
@@ -451,14 +453,15 @@ def train(cfg: TrainConfig, resume: bool = True, stop_at: int | None = None) -> 
                 rewards = dense_rewards(evaluator, group.states, group.mask.numpy(), group.scenes)        # 2. rewards
                 adv = group_advantages(group, rewards, cfg.algo)                                          # 3. advantages
                 t1 = time.perf_counter()
-                batch = flatten_group(group, adv, policy, task.language, group_returns(group, rewards))
+                returns = group_returns(group, rewards)
+                batch = flatten_group(group, adv, policy, task.language, returns)
                 stats = update(policy, optimizer, batch, cfg.algo, rng)                                   # 4. update
                 t_update += time.perf_counter() - t1
                 bad_updates = bad_updates + 1 if stats.skipped_steps and not stats.optimizer_steps else 0
                 if bad_updates >= MAX_BAD_UPDATES:
                     raise TgrpoError(f"{bad_updates} updates in a row had only non-finite gradients; stopping. "
                                      f"The last good checkpoint is in {out / 'checkpoint'}")
-                per_group.append(group_metrics(group, rewards, adv) |
+                per_group.append(group_metrics(group, rewards, adv, returns) |
                                  {f"update/{k}": float(v) for k, v in asdict(stats).items()})
             metrics = mean_metrics(per_group) | probe_metrics(policy, probe)                               # 5. log
             env_steps = sum(int(g.lengths.sum()) for g in groups)

@@ -62,20 +62,15 @@ def test_killed_actor_is_named_and_replaced_alone(ray_pool):
     ray_pool.close()  # frees the instance's CPUs for the training run below
 
 
-def test_training_on_ray_with_two_groups_in_flight(ray_pool, tmp_path):
+def test_training_on_ray_with_two_groups_in_flight(ray_pool, tmp_path, tiny_sft):
     from tgrpo.config import train_config_from_dict
-    from tgrpo.policy.config import PolicyConfig, TinyVLASize
-    from tgrpo.policy.vla import TinyVLA
     from tgrpo.train import train
 
     ray_pool.close()  # its actors would hold 2 of the instance's 4 CPUs
-    small = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32,
-                        text_layers=1, text_heads=2, text_mlp=64)
-    TinyVLA(PolicyConfig(size=small, image_size=64)).save(tmp_path / "sft")
     cfg = train_config_from_dict({
         "suite": "libero_object", "task": 0, "iterations": 1, "eval_every": 0, "eval_init_states": [48, 49],
         "out": str(tmp_path / "run"), "num_threads": 1, "probe_demos": 0,
-        "policy": {"checkpoint": str(tmp_path / "sft"), "lora_rank": 4},
+        "policy": {"checkpoint": str(tiny_sft), "lora_rank": 4},
         "rollout": {"group_size": 2, "max_steps": 5, "backend": "ray", "groups_per_iteration": 2},
         "algo": {"epochs": 1}})
     summary = train(cfg)

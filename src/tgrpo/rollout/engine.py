@@ -161,9 +161,10 @@ def rollout_groups(
             solved = record(hid, outs[h], pool.step_recv(hid))
             if stop_rule == "first_success":
                 stopped.update(member[hid[solved]].tolist())
-            nxt = halves[0][live[halves[0]] & ~np.isin(member[halves[0]], list(stopped))]
-            if h == 0 and len(halves) > 1 and t + 1 < max_steps and len(nxt):
-                ahead = act(nxt)  # runs while the other half's workers step
+            if h == 0 and len(halves) > 1 and t + 1 < max_steps:
+                nxt = halves[0][live[halves[0]] & ~np.isin(member[halves[0]], list(stopped))]
+                if len(nxt):
+                    ahead = act(nxt)  # runs while the other half's workers step
         live[np.isin(member, list(stopped))] = False
         if on_step is not None:
             on_step(t, int(sum(len(hid) for hid in ids)))

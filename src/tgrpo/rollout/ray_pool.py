@@ -116,15 +116,19 @@ class RayEnvPool(PoolCommands):
                               f"actor needs {self.cpus_per_env} CPU") from None
         self.task = self.task or tasks[0]
 
+    def _kill(self, i: int) -> None:
+        if self._actors[i] is not None:
+            try:
+                _ray().kill(self._actors[i])
+            except Exception:  # already dead
+                pass
+
     def close(self) -> None:
-        """Kill every actor. Safe to call twice; leaves the Ray instance running for other pools."""
+        """Kill every actor. Safe to call twice. Shuts Ray down if this pool started it; a Ray instance
+        that was already running (``ray start``, another pool) is left running."""
         ray = _ray()
-        for actor in self._actors:
-            if actor is not None:
-                try:
-                    ray.kill(actor)
-                except Exception:  # already dead
-                    pass
+        for i in range(self.num_envs):
+            self._kill(i)
         self._actors = [None] * self.num_envs
         self._pending = {}
         if self._owns_ray and ray.is_initialized():
@@ -132,14 +136,9 @@ class RayEnvPool(PoolCommands):
 
     def rebuild(self) -> None:
         """Replace the broken actors (all of them if none is marked) with fresh ones."""
-        ray = _ray()
         indices = sorted(self._broken) or list(range(self.num_envs))
         for i in indices:
-            if self._actors[i] is not None:
-                try:
-                    ray.kill(self._actors[i])
-                except Exception:
-                    pass
+            self._kill(i)
         self._broken, self._pending, self.step_count = {}, {}, 0
         self.replaced += len(indices)
         self._start(indices)
