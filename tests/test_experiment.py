@@ -75,6 +75,42 @@ def test_report_pools_paired_outcomes_and_seed_spread(tmp_path):
     assert "| SFT | 37.5 ± 17.7 (2/4, 1/4) |" in md and "| TGRPO | 75.0 ± 0.0 (3/4, 3/4) |" in md
 
 
+@pytest.mark.parametrize("entry, pattern", [
+    ({"method": "PPO", "path": "x"}, r"unknown adopt\[0\] method 'PPO'; valid choices: SFT, TGRPO"),
+    ({"seed": 3}, r"unknown adopt\[0\] seed 3; valid choices: 0"),
+    ({"task": "libero_object:1"}, r"unknown adopt\[0\] task 'libero_object:1'; valid choices: libero_object:0"),
+    ({"paht": "x"}, "exactly method, task, seed and path"),
+    ({}, r"not a training run directory \(no train_config.json\)"),
+    ({"method": SFT}, "not a finished evaluation directory"),
+])
+def test_bad_adoption_is_named(tmp_path, entry, pattern):
+    ok = {"method": "TGRPO", "task": "libero_object:0", "seed": 0, "path": str(tmp_path / "run")}
+    with pytest.raises(ConfigError, match=pattern):
+        ExperimentConfig.from_dict(BASE | {"adopt": [ok | entry]})
+
+
+def test_adopted_evaluation_must_record_its_checkpoint_and_states(tmp_path):
+    ckpt = str(tmp_path / "sft")
+    base = BASE | {"out": str(tmp_path / "exp"), "sft": {"checkpoints": {"libero_object": {"0": ckpt}}},
+                   "eval": {"init_states": "0-3"}}
+    entry = {"method": SFT, "task": "libero_object:0", "seed": 0, "path": str(tmp_path / "ev")}
+    _fake_eval(tmp_path / "ev", [True, False, True])  # results.json without a config: an old evaluation
+    with pytest.raises(ConfigError, match="does not record which checkpoint"):
+        ExperimentConfig.from_dict(base | {"adopt": [entry]})
+    config = {"suite": "libero_object", "max_steps": None, "temperature": 0.0, "checkpoint": str(tmp_path / "other")}
+    (tmp_path / "ev/results.json").write_text(json.dumps({"config": config}))
+    with pytest.raises(ConfigError, match=r"checkpoint .*other \(the cell: .*sft\); no episodes of task 0 from init states 3"):
+        ExperimentConfig.from_dict(base | {"adopt": [entry]})
+    with (tmp_path / "ev/episodes.jsonl").open("a") as fh:  # state 3, and one of another task (ignored)
+        fh.write(json.dumps({"task": 0, "init_state": 3, "success": True, "steps": 9}) + "\n")
+        fh.write(json.dumps({"task": 1, "init_state": 0, "success": True, "steps": 9}) + "\n")
+    (tmp_path / "ev/results.json").write_text(json.dumps({"config": config | {"checkpoint": ckpt}}))
+    cfg = ExperimentConfig.from_dict(base | {"adopt": [entry]})
+    assert cfg.runs()[0].path == str(tmp_path / "ev") and cfg.done(cfg.runs()[0])
+    sft = report(cfg)["runs"][0]
+    assert (sft["successes"], sft["episodes"]) == (3, 4)
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 def test_miniature_experiment_runs_every_cell_and_resumes(tmp_path):
@@ -102,3 +138,18 @@ def test_miniature_experiment_runs_every_cell_and_resumes(tmp_path):
     again = run_experiment(cfg)  # everything is done: nothing reruns
     assert again["runs"] == summary["runs"]
     assert (tmp_path / "exp/sft/libero_object/seed0/sft_summary.json").stat().st_mtime == mtime
+
+    # a second grid adopts the first's runs: one differing only in execution (threads), one refused (lr)
+    first = tmp_path / "exp/runs"
+    adopt = [{"method": "TGRPO", "task": "libero_object:0", "seed": 0, "path": str(first / "TGRPO/libero_object/task0/seed0")},
+             {"method": SFT, "task": "libero_object:0", "seed": 0, "path": str(first / "SFT/libero_object/task0/seed0/eval")}]
+    second = data | {"out": str(tmp_path / "exp2"), "methods": [{"name": "TGRPO"}], "adopt": adopt,
+                     "train": data["train"] | {"num_threads": 2},
+                     "sft": {"checkpoints": {"libero_object": {"0": str(cfg.sft_checkpoint("libero_object", 0))}}}}
+    cfg2 = ExperimentConfig.from_dict(second)
+    assert all(map(cfg2.done, cfg2.runs())) and cfg2.adopted[0].notes == ("num_threads = 1 (the grid: 2)",)
+    summary2 = report(cfg2)
+    assert [r["outcomes"] for r in summary2["runs"]] == [r["outcomes"] for r in summary["runs"] if r["method"] != "DPO"]
+    assert "## Adopted runs" in (tmp_path / "exp2/results.md").read_text()
+    with pytest.raises(ConfigError, match=r"adopt\[0\].*other settings than the cell: algo.lr = 0.0001 \(the cell: 0.001\)"):
+        ExperimentConfig.from_dict(second | {"train": second["train"] | {"algo": {"epochs": 1, "lr": 1e-3}}})

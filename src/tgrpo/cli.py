@@ -99,7 +99,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         out = args.out if len(suites) == 1 else str(Path(args.out) / suite)
         tasks = tuple(int(t) if str(t).isdigit() else t for t in _expand_tasks(suite, args.tasks))
         cfg = EvalConfig(suite=suite, tasks=tasks, init_states=_int_list(args.init_states), num_envs=args.num_envs,
-                         max_steps=args.max_steps, temperature=args.temperature, videos=args.videos, out=out)
+                         max_steps=args.max_steps, temperature=args.temperature, videos=args.videos, out=out,
+                         checkpoint=str(args.checkpoint))
         summaries[suite] = evaluate(policy, cfg)
         print(markdown_table(summaries[suite]))
     if len(suites) > 1:

@@ -46,6 +46,8 @@ class EvalConfig:
         temperature: action sampling temperature; 0 is greedy, as OpenVLA's LIBERO evaluation.
         videos: number of episodes per task saved as MP4 (the first ones evaluated).
         out: directory for episodes.jsonl, results.json, results.md and videos/.
+        checkpoint: the checkpoint evaluated, when it has one; recorded in results.json (an experiment grid
+            checks it before adopting the evaluation).
     """
 
     suite: str = "libero_object"
@@ -56,6 +58,7 @@ class EvalConfig:
     temperature: float = 0.0
     videos: int = 0
     out: str = "runs/eval"
+    checkpoint: str | None = None
 
     def __post_init__(self) -> None:
         get_suite(self.suite)

@@ -16,14 +16,20 @@ when its output is already there, and the aggregation reads whatever has finishe
         {"name": "GRPO (w/o step)", "overrides": {"algo.advantage": "grpo"}},
         {"name": "a1={algo.a1}", "sweep": {"algo.a1": [0.1, 0.5], "algo.a2": [0.9, 0.5]}},
         {"name": "DPO", "overrides": {"algo.objective": "dpo"}}
-      ]
+      ],
+      "adopt": [{"method": "TGRPO", "task": "libero_object:0", "seed": 0, "path": "runs/tgrpo_t0"}]
     }
 
 Stages, in order: demos per task -> one SFT model per (suite, seed), trained on the suite's tasks of the grid
 unless ``sft.checkpoints`` names one -> the SFT model evaluated on every task (the "SFT" row and the baseline
-of the paired tests) -> every (seed, task, method) TGRPO run from the SFT model of its seed, evaluated at
-its end on ``eval.init_states``. ``sweep`` expands one method into several, the lists zipped; ``{key}``
+of the paired tests) -> every training run, method by method (each over its seeds and tasks), from the
+SFT model of its seed, evaluated at its end on ``eval.init_states``. ``sweep`` expands one method into several, the lists zipped; ``{key}``
 in the name is replaced by the value.
+
+``adopt`` takes finished runs made outside the grid as its cells instead of running them again: a training
+run whose ``train_config.json`` equals the cell's settings in everything but :data:`EXECUTION_FIELDS`, or
+(for the "SFT" row) an evaluation directory that records the cell's SFT checkpoint and holds its episodes.
+Anything else is refused with the differing settings named; execution differences are listed in the report.
 
 Layout: ``out/demos`` (unless ``demos.root``), ``out/sft/<suite>/seed<S>``,
 ``out/runs/<method>/<suite>/task<K>/seed<S>`` (a training run directory, or ``eval/`` for SFT), and the
@@ -40,17 +46,24 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 
 from tgrpo.config import apply_overrides, parse_index_list, train_config_from_dict
 from tgrpo.envs.suites import NUM_INIT_STATES, SUITES, get_suite
-from tgrpo.errors import ConfigError
+from tgrpo.data.hdf5 import default_demo_path, find_task_demo_file
+from tgrpo.errors import ConfigError, TgrpoError, choice_error
 from tgrpo.evaluation import EPISODES_FILE, mcnemar_exact_p, read_episodes
 
 SFT = "SFT"
-_KEYS = ("out", "tasks", "seeds", "demos", "sft", "train", "eval", "methods")
+_KEYS = ("out", "tasks", "seeds", "demos", "sft", "train", "eval", "methods", "adopt")
+# TrainConfig settings that change how a run executes, not what it learns (overlap changes only the order of
+# the random draws and the batch composition of the policy calls, see RolloutConfig): an adopted run may
+# differ from its cell in these, and the report lists each difference.
+EXECUTION_FIELDS = ("out", "num_threads", "save_every", "probe_demos", "rollout.overlap", "rollout.backend",
+                    "rollout.ray_address", "rollout.max_retries", "rollout.worker_timeout_s", "reward.cache_dir")
 
 
 @dataclass(frozen=True)
@@ -80,6 +93,33 @@ class Run:
     @property
     def key(self) -> tuple[str, str, int, int]:
         return (self.method, self.suite, self.task, self.seed)
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """A finished run made outside the grid, taken as the cell ``(method, suite, task, seed)``.
+
+    ``path``: a training run directory, or for the "SFT" row an evaluation directory. ``notes``: how its
+    execution settings differ from the grid's (see :data:`EXECUTION_FIELDS`)."""
+
+    method: str
+    suite: str
+    task: int
+    seed: int
+    path: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str, int, int]:
+        return (self.method, self.suite, self.task, self.seed)
+
+
+def _flat(data: dict, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts -> {"a.b": value}, values normalized through JSON (tuples become lists)."""
+    out: dict[str, Any] = {}
+    for k, v in json.loads(json.dumps(data, default=str)).items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
 def slug(name: str) -> str:
@@ -149,6 +189,7 @@ class ExperimentConfig:
         train: TrainConfig fields shared by every run (nested, e.g. {"iterations": 16, "algo": {"lr": 1e-4}}).
         eval_init_states: fixed init states every policy is evaluated on (default all 50: the LIBERO protocol).
         eval_envs: environment workers of the SFT evaluations (training runs evaluate with their group's).
+        adopted: finished runs made outside the grid, taken as its cells (checked on load, see the module).
     """
 
     out: str
@@ -163,6 +204,7 @@ class ExperimentConfig:
     train: dict[str, Any] = field(default_factory=dict)
     eval_init_states: tuple[int, ...] = tuple(range(NUM_INIT_STATES))
     eval_envs: int = 2
+    adopted: tuple[Adoption, ...] = ()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
@@ -200,7 +242,14 @@ class ExperimentConfig:
         for m in cfg.methods:  # every run's TrainConfig is built and validated now, before hours of compute
             for (suite, task), seed in itertools.product(cfg.tasks, cfg.seeds):
                 cfg.train_config(m, suite, task, seed)
-        return cfg
+        adopt = data.get("adopt", [])
+        if not isinstance(adopt, list):
+            raise ConfigError(f"adopt must be a list of {{method, task, seed, path}} objects, got {adopt!r}")
+        adopted = tuple(cfg._adoption(entry, f"adopt[{i}]") for i, entry in enumerate(adopt))
+        if len({a.key for a in adopted}) != len(adopted):
+            raise ConfigError("adopt names one cell twice: " + ", ".join(f"{a.method}/{a.suite}:{a.task}/seed {a.seed}"
+                                                                        for a in adopted))
+        return dataclasses.replace(cfg, adopted=adopted)
 
     @classmethod
     def load(cls, path: str | Path) -> "ExperimentConfig":
@@ -222,7 +271,6 @@ class ExperimentConfig:
         return d / "best" if (d / "best").exists() or not (d / "checkpoint").exists() else d / "checkpoint"
 
     def demo_path(self, suite: str, task: int) -> Path:
-        from tgrpo.data.hdf5 import default_demo_path
         from tgrpo.envs.libero_env import task_names
 
         return default_demo_path(self.demo_root, suite, task_names(suite)[task])
@@ -230,7 +278,13 @@ class ExperimentConfig:
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
 
+    def adoption(self, key: tuple[str, str, int, int]) -> Adoption | None:
+        return next((a for a in self.adopted if a.key == key), None)
+
     def run_dir(self, method: str, suite: str, task: int, seed: int) -> Path:
+        adopted = self.adoption((method, suite, task, seed))
+        if adopted:
+            return Path(adopted.path)
         return Path(self.out) / "runs" / slug(method) / suite / f"task{task}" / f"seed{seed}"
 
     def train_config(self, method: Method, suite: str, task: int, seed: int):
@@ -247,21 +301,101 @@ class ExperimentConfig:
             raise ConfigError(f"method {method.name!r}: {exc}") from None
 
     def runs(self) -> list[Run]:
-        """Every cell: the SFT evaluations first, then (seed, task, method) in that order."""
+        """Every cell: the SFT evaluations first, then method by method, each over seeds and tasks (so a
+        partly finished grid has whole methods, with their spread over seeds, rather than whole seeds)."""
         runs = [Run(SFT, s, t, seed, str(self.run_dir(SFT, s, t, seed))) for seed in self.seeds for s, t in self.tasks]
         runs += [Run(m.name, s, t, seed, str(self.run_dir(m.name, s, t, seed)))
-                 for seed in self.seeds for s, t in self.tasks for m in self.methods]
+                 for m in self.methods for seed in self.seeds for s, t in self.tasks]
         return runs
 
     def eval_dir(self, run: Run) -> Path:
-        if run.method == SFT:
-            return Path(run.path) / "eval"
+        if run.method == SFT:  # an adopted SFT cell is the evaluation directory itself
+            return Path(run.path) / ("" if self.adoption(run.key) else "eval")
         iterations = self.train_config(self.method(run.method), run.suite, run.task, run.seed).iterations
         return Path(run.path) / "eval" / f"iter_{iterations:04d}"  # the final evaluation of the run
 
     def done(self, run: Run) -> bool:
         path = self.eval_dir(run)
         return (path / "results.json").exists() and (path / EPISODES_FILE).exists()
+
+
+    # -- adopting finished runs -------------------------------------------------------------------------
+    def _adoption(self, entry: Any, where: str) -> Adoption:
+        """Check one ``adopt`` entry against its cell; any difference that changes the result is an error."""
+        from tgrpo.envs.libero_env import resolve_task
+
+        if not isinstance(entry, dict) or set(entry) != {"method", "task", "seed", "path"}:
+            raise ConfigError(f"{where} must be an object with exactly method, task, seed and path, got {entry!r}")
+        suite, task = _parse_task(entry["task"])
+        task, seed, path, method = resolve_task(suite, task), entry["seed"], Path(entry["path"]), entry["method"]
+        if (suite, task) not in self.tasks:
+            raise choice_error(f"{where} task", f"{suite}:{task}", [f"{s}:{t}" for s, t in self.tasks])
+        if seed not in self.seeds:
+            raise choice_error(f"{where} seed", seed, self.seeds)
+        names = [SFT] + [m.name for m in self.methods]
+        if method not in names:
+            raise choice_error(f"{where} method", method, names)
+        cell = f"{method}, {suite} task {task}, seed {seed}"
+        check = self._check_adopted_eval if method == SFT else self._check_adopted_run
+        notes = check(method, suite, task, seed, path, f"{where} ({path}, as {cell})")
+        if method != SFT and not self.done(Run(method, suite, task, seed, str(path))):
+            raise ConfigError(f"{where}: no final evaluation; finish the run (`tgrpo train --resume`) or leave it "
+                              "out and let the grid run the cell")
+        return Adoption(method, suite, task, seed, str(path), tuple(notes))
+
+    def _check_adopted_run(self, method: str, suite: str, task: int, seed: int, path: Path, where: str) -> list[str]:
+        from tgrpo.envs.libero_env import resolve_task, task_language, task_names
+
+        file = path / "train_config.json"
+        if not file.exists():
+            raise ConfigError(f"{where}: not a training run directory (no train_config.json)")
+        raw = json.loads(file.read_text())
+        try:
+            have = _flat(asdict(train_config_from_dict(raw)))
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: its train_config.json is not valid: {exc}") from None
+        want = _flat(asdict(self.train_config(self.method(method), suite, task, seed)))
+        info = SimpleNamespace(suite=suite, task_id=task, name=task_names(suite)[task],
+                               language=task_language(suite, task))
+        for d in (have, want):  # the same task and files, however they were named
+            d["task"] = resolve_task(suite, d["task"])
+            try:
+                d["demos"] = str(find_task_demo_file(d["demos"], info).resolve()) if d["demos"] else None
+            except TgrpoError:
+                pass  # compared as given
+            d["policy.checkpoint"] = str(Path(d["policy.checkpoint"]).resolve()) if d["policy.checkpoint"] else None
+        wrong = [k for k in want if k not in EXECUTION_FIELDS and have.get(k) != want[k]]
+        if wrong:
+            raise ConfigError(f"{where}: trained with other settings than the cell: " +
+                              "; ".join(f"{k} = {have.get(k)!r} (the cell: {want[k]!r})" for k in wrong))
+        given = _flat(raw)
+        return [f"{k} = {given[k]!r} (the grid: {want[k]!r})" if k in given else
+                f"{k} absent (the run predates it; the grid: {want[k]!r})"
+                for k in EXECUTION_FIELDS if k != "out" and given.get(k, object()) != want[k]]
+
+    def _check_adopted_eval(self, method: str, suite: str, task: int, seed: int, path: Path, where: str) -> list[str]:
+        file = path / "results.json"
+        if not file.exists() or not (path / EPISODES_FILE).exists():
+            raise ConfigError(f"{where}: not a finished evaluation directory (no results.json and {EPISODES_FILE})")
+        ev = json.loads(file.read_text()).get("config", {})
+        want = self.sft_checkpoint(suite, seed)
+        if not ev.get("checkpoint"):
+            raise ConfigError(f"{where}: the evaluation does not record which checkpoint it evaluated (made before "
+                              f"tgrpo recorded it); leave it out and the grid evaluates {want}")
+        problems = []
+        if Path(ev["checkpoint"]).resolve() != want.resolve():
+            problems.append(f"checkpoint {ev['checkpoint']} (the cell: {want})")
+        max_steps = self.train.get("rollout", {}).get("max_steps")
+        for key, value in (("suite", suite), ("max_steps", max_steps), ("temperature", 0.0)):
+            if ev.get(key) != value:
+                problems.append(f"{key} {ev.get(key)!r} (the cell: {value!r})")
+        done = read_episodes(path)
+        missing = [i for i in self.eval_init_states if (task, i) not in done]
+        if missing:
+            problems.append(f"no episodes of task {task} from init states {_ranges(tuple(missing))}")
+        if problems:
+            raise ConfigError(f"{where}: " + "; ".join(problems))
+        return []
 
 
 # -- running --------------------------------------------------------------------------------------------
@@ -303,7 +437,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
             policy = load_policy(cfg.sft_checkpoint(run.suite, run.seed))
             max_steps = cfg.train.get("rollout", {}).get("max_steps")  # as the training runs' evaluations
             evaluate(policy, EvalConfig(suite=run.suite, tasks=(run.task,), init_states=cfg.eval_init_states,
-                                        num_envs=cfg.eval_envs, max_steps=max_steps, out=str(cfg.eval_dir(run))))
+                                        num_envs=cfg.eval_envs, max_steps=max_steps, out=str(cfg.eval_dir(run)),
+                                        checkpoint=str(cfg.sft_checkpoint(run.suite, run.seed))))
         else:
             train(cfg.train_config(cfg.method(run.method), run.suite, run.task, run.seed))
         record = Path(run.path) / "run.json"
@@ -349,7 +484,9 @@ def collect_results(cfg: ExperimentConfig) -> list[dict]:
     for run in cfg.runs():
         if not cfg.done(run):
             continue
-        episodes = read_episodes(cfg.eval_dir(run))
+        wanted = set(cfg.eval_init_states)  # an adopted evaluation may hold more tasks or states
+        episodes = {(t, i): ok for (t, i), ok in read_episodes(cfg.eval_dir(run)).items()
+                    if t == run.task and i in wanted}
         rec = asdict(run) | {"successes": sum(episodes.values()), "episodes": len(episodes),
                              "outcomes": {f"{t}:{i}": s for (t, i), s in sorted(episodes.items())}}
         info = Path(run.path) / "run.json"
@@ -366,6 +503,7 @@ def collect_results(cfg: ExperimentConfig) -> list[dict]:
 def report(cfg: ExperimentConfig) -> dict:
     """Aggregate the finished cells into ``results.json``, ``results.md`` and plots; returns the summary."""
     out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
     records = collect_results(cfg)
     by_key = {(r["method"], r["suite"], r["task"], r["seed"]): r for r in records}
     methods = [SFT] + [m.name for m in cfg.methods]
@@ -422,6 +560,12 @@ def report(cfg: ExperimentConfig) -> dict:
         secs = [r["seconds"] for r in records if r["method"] == m and r["seconds"]]
         if secs:
             lines.append(f"| {m} | {len(secs)} | {np.mean(secs) / 60:.1f} |")
+    if cfg.adopted:
+        lines += ["", "## Adopted runs (made outside the grid, checked against their cells' settings)", "",
+                  "| cell | run | execution differences |", "|---|---|---|"]
+        for a in cfg.adopted:
+            lines.append(f"| {a.method}, {a.suite} task {a.task}, seed {a.seed} | {a.path} | "
+                         f"{'; '.join(a.notes) or 'none'} |")
     plots = _plots(cfg, records, out)
     lines += [""] + [f"![{p.stem}]({p.name})" for p in plots]
     (out / "results.md").write_text("\n".join(lines) + "\n")

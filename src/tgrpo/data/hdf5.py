@@ -243,7 +243,8 @@ class DemoFile:
 
 def find_task_demo_file(path: str | os.PathLike, task: TaskInfo) -> Path:
     """The demo file of ``task``: ``path`` itself if it is a file, else LIBERO's name under ``path``, else
-    the first ``*.hdf5`` below ``path`` whose instruction is the task's."""
+    the first ``*.hdf5`` below ``path`` whose instruction is the task's. ``task``: a TaskInfo, or anything
+    with its ``suite``, ``name``, ``language`` and ``task_id``."""
     root = Path(path)
     if root.is_file():
         return root

@@ -83,6 +83,11 @@ def task_names(suite: str) -> list[str]:
     return list(_benchmark(suite).get_task_names())
 
 
+def task_language(suite: str, task_id: int) -> str:
+    """The instruction of task ``task_id`` of ``suite`` (without building its environment)."""
+    return _benchmark(suite).get_task(task_id).language
+
+
 def check_action(action: np.ndarray) -> np.ndarray:
     """``action`` as a (7,) float64 array; anything else, or a non-finite value, is refused by name."""
     action = np.asarray(action, dtype=np.float64).reshape(-1)
