@@ -66,6 +66,27 @@ def test_pretrained_encoder_weights_come_from_the_wheel():
     assert a(torch.zeros(2, 3, 64, 64)).shape == (2, 16, 112)
 
 
+@pytest.mark.parametrize("stride", [16, 32])
+def test_frozen_encoder_folds_batch_norms_without_changing_its_function(stride):
+    from tgrpo.policy.vision import EfficientNetLite0Encoder
+
+    folded = EfficientNetLite0Encoder(64, stride, frozen=True)
+    plain = EfficientNetLite0Encoder(64, stride, frozen=False).eval()  # batch norms applied one by one
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        before = folded(x)
+        assert torch.allclose(before, plain(x), rtol=1e-4, atol=1e-4)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.folded_trunk().modules())
+        state = folded.state_dict()  # the checkpoint layout keeps the batch norms
+        assert "stem.1.running_mean" in state
+        state["stem.1.running_mean"] = state["stem.1.running_mean"] + 0.5
+        folded.load_state_dict(state)  # new weights: the folded trunk is rebuilt from them
+        plain.load_state_dict(state)
+        after = folded(x)
+        assert not torch.allclose(after, before, atol=1e-3)
+        assert torch.allclose(after, plain(x), rtol=1e-4, atol=1e-4)
+
+
 def test_merge_patches_concatenates_each_block():
     grid = torch.arange(16.0).reshape(1, 16, 1)  # 4 x 4 grid, value = row-major index
     merged = merge_patches(grid, 2)
