@@ -251,17 +251,23 @@ def train_config_from_dict(data: dict[str, Any]) -> TrainConfig:
     return _build(TrainConfig, _merge(TrainConfig().to_dict(), data), "")
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` overrides (values parsed as JSON, else kept as strings) to nested dicts."""
+def apply_overrides(data: dict[str, Any], overrides: list[str] | dict[str, Any]) -> dict[str, Any]:
+    """Apply dotted-key overrides to nested dicts (a copy): ``a.b=value`` strings, the value parsed as JSON
+    (else kept as a string), or a dict ``{"a.b": value}`` of values as they are."""
     out = json.loads(json.dumps(data))
-    for item in overrides:
-        if "=" not in item:
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. algo.a1=0.5")
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
+    if isinstance(overrides, dict):
+        items = list(overrides.items())
+    else:
+        items = []
+        for item in overrides:
+            if "=" not in item:
+                raise ConfigError(f"override {item!r} must look like key=value, e.g. algo.a1=0.5")
+            key, raw = item.split("=", 1)
+            try:
+                items.append((key, json.loads(raw)))
+            except json.JSONDecodeError:
+                items.append((key, raw))
+    for key, value in items:
         node = out
         parts = key.split(".")
         for p in parts[:-1]:

@@ -295,8 +295,7 @@ class ExperimentConfig:
                      "out": str(self.run_dir(method.name, suite, task, seed))})
         data.setdefault("policy", {})["checkpoint"] = str(self.sft_checkpoint(suite, seed))
         try:
-            return train_config_from_dict(apply_overrides(data, [f"{k}={json.dumps(v)}"
-                                                                 for k, v in method.overrides.items()]))
+            return train_config_from_dict(apply_overrides(data, method.overrides))
         except ConfigError as exc:
             raise ConfigError(f"method {method.name!r}: {exc}") from None
 
