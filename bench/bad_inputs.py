@@ -55,8 +55,7 @@ def cases(tmp: Path) -> list[tuple[str, str, object, str]]:
     from tgrpo.policy.vla import TinyVLA
 
     ckpt = tmp / "ckpt"
-    small = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32, text_layers=1,
-                        text_heads=2, text_mlp=64)
+    small = TinyVLASize.smoke()
     TinyVLA(PolicyConfig(size=small, image_size=64)).save(ckpt)
     other = tmp / "other_model"
     TinyVLA(PolicyConfig(size=small, image_size=64)).save(other)

@@ -13,8 +13,7 @@ def tiny_sft(tmp_path):
     from tgrpo.policy.config import PolicyConfig, TinyVLASize
     from tgrpo.policy.vla import TinyVLA
 
-    size = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32, text_layers=1,
-                       text_heads=2, text_mlp=64)
+    size = TinyVLASize.smoke()
     path = tmp_path / "sft"
     TinyVLA(PolicyConfig(size=size, image_size=64)).save(path)
     return path

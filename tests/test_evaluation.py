@@ -70,8 +70,7 @@ def test_eval_runs_writes_results_and_resumes(tmp_path):
     from tgrpo.policy.config import PolicyConfig, TinyVLASize
     from tgrpo.policy.vla import TinyVLA
 
-    size = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32,
-                       text_layers=1, text_heads=2, text_mlp=64)
+    size = TinyVLASize.smoke()
     policy = TinyVLA(PolicyConfig(size=size, image_size=64))
     cfg = EvalConfig(suite="libero_object", tasks=(0,), init_states=(0, 1, 2), num_envs=2, max_steps=4, videos=1,
                      out=str(tmp_path))

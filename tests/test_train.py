@@ -12,8 +12,7 @@ from tgrpo.policy.config import PolicyConfig, TinyVLASize
 from tgrpo.policy.vla import TinyVLA
 from tgrpo.train import StepBatch, update_policy
 
-SMALL = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32, text_layers=1,
-                    text_heads=2, text_mlp=64)
+SMALL = TinyVLASize.smoke()
 INSTR = "pick up the alphabet soup and place it in the basket"
 
 

@@ -11,8 +11,7 @@ from tgrpo.policy.registry import build_policy, load_policy
 from tgrpo.policy.text import TextTokenizer
 from tgrpo.policy.vla import build_llava
 
-SMALL = TinyVLASize(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32, text_layers=1,
-                    text_heads=2, text_mlp=64)
+SMALL = TinyVLASize.smoke()
 INSTR = "put the bowl on the plate"
 
 

@@ -31,6 +31,12 @@ class TinyVLASize:
     text_mlp: int = 688
     text_vocab: int = 256  # word ids; the 256 action ids follow, so the full vocabulary is 512
 
+    @classmethod
+    def smoke(cls) -> "TinyVLASize":
+        """A minimal size (one 32-wide layer each) for tests and smoke runs, which check plumbing, not learning."""
+        return cls(vision_width=32, vision_layers=1, vision_heads=2, vision_mlp=64, text_width=32, text_layers=1,
+                   text_heads=2, text_mlp=64)
+
 
 @dataclass(frozen=True)
 class PolicyConfig:
