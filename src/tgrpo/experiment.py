@@ -23,8 +23,8 @@ when its output is already there, and the aggregation reads whatever has finishe
 Stages, in order: demos per task -> one SFT model per (suite, seed), trained on the suite's tasks of the grid
 unless ``sft.checkpoints`` names one -> the SFT model evaluated on every task (the "SFT" row and the baseline
 of the paired tests) -> every training run, method by method (each over its seeds and tasks), from the
-SFT model of its seed, evaluated at its end on ``eval.init_states``. ``sweep`` expands one method into several, the lists zipped; ``{key}``
-in the name is replaced by the value.
+SFT model of its seed, evaluated at its end on ``eval.init_states``. ``sweep`` expands one method into
+several, the lists zipped; ``{key}`` in the name is replaced by the value.
 
 ``adopt`` takes finished runs made outside the grid as its cells instead of running them again: a training
 run whose ``train_config.json`` equals the cell's settings in everything but :data:`EXECUTION_FIELDS`, or
@@ -246,9 +246,11 @@ class ExperimentConfig:
         if not isinstance(adopt, list):
             raise ConfigError(f"adopt must be a list of {{method, task, seed, path}} objects, got {adopt!r}")
         adopted = tuple(cfg._adoption(entry, f"adopt[{i}]") for i, entry in enumerate(adopt))
-        if len({a.key for a in adopted}) != len(adopted):
-            raise ConfigError("adopt names one cell twice: " + ", ".join(f"{a.method}/{a.suite}:{a.task}/seed {a.seed}"
-                                                                        for a in adopted))
+        keys = [a.key for a in adopted]
+        twice = sorted({k for k in keys if keys.count(k) > 1})
+        if twice:
+            raise ConfigError("adopt names a cell more than once: " +
+                              ", ".join(f"{m}, {s} task {t}, seed {sd}" for m, s, t, sd in twice))
         return dataclasses.replace(cfg, adopted=adopted)
 
     @classmethod
@@ -316,7 +318,6 @@ class ExperimentConfig:
     def done(self, run: Run) -> bool:
         path = self.eval_dir(run)
         return (path / "results.json").exists() and (path / EPISODES_FILE).exists()
-
 
     # -- adopting finished runs -------------------------------------------------------------------------
     def _adoption(self, entry: Any, where: str) -> Adoption:
