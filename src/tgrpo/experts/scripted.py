@@ -1,8 +1,9 @@
 """Scripted experts that solve LIBERO tasks from privileged simulator state.
 
 An expert turns the task's BDDL goal into a plan of small reusable skills (move above an object, descend,
-grasp, lift, carry, place, release, pull a drawer, turn a knob) and executes it with proportional control
-on the end-effector position and a top-down orientation, clipped to LIBERO's OSC_POSE action range.
+grasp, lift, carry, place, release, open or push shut a drawer, turn a knob) and executes it with proportional
+control on the end-effector position and orientation (top-down, or pointing into a cabinet for drawers),
+clipped to LIBERO's OSC_POSE action range.
 
 Usage (the scene geometry comes from the environment once per episode)::
 
@@ -20,7 +21,7 @@ offset), ``a[3:6]`` axis-angle rotation in the world frame (+-1 = +-0.5 rad), ``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -41,7 +42,7 @@ RIM_INSET = 0.012  # rim grasp point: this far inside the outer radius (the fing
 RIM_DEPTH = 0.02  # and this far below the rim
 # Top-down orientation with the fingers closing along world +y (the robot's rest orientation): yaw 0.
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
-SUPPORTED = ("in", "on", "open", "turnon")
+SUPPORTED = ("in", "on", "open", "close", "turnon")
 
 
 # -- geometry -----------------------------------------------------------------------------------------
@@ -84,13 +85,30 @@ class Skill:
         raise NotImplementedError
 
 
-def servo(view: SceneView, target: np.ndarray, yaw: float, grip: float) -> np.ndarray:
-    """Proportional control of the end effector towards ``target`` with a top-down gripper at ``yaw``."""
+def servo(view: SceneView, target: np.ndarray, yaw: float, grip: float,
+          orient: np.ndarray | None = None) -> np.ndarray:
+    """Proportional control of the end effector towards ``target`` with a top-down gripper at ``yaw``.
+
+    ``orient`` (a grip-site rotation matrix, e.g. from ``front_orientation``) replaces the top-down one.
+    """
     action = np.zeros(7)
     action[:3] = np.clip(POS_GAIN * (target - view.ee), -1.0, 1.0)
-    action[3:6] = np.clip(ROT_GAIN * rotation_error(rot_z(yaw) @ DOWN, view.state.ee_mat), -1.0, 1.0)
+    goal = rot_z(yaw) @ DOWN if orient is None else orient
+    action[3:6] = np.clip(ROT_GAIN * rotation_error(goal, view.state.ee_mat), -1.0, 1.0)
     action[6] = grip
     return action
+
+
+def front_orientation(approach: np.ndarray, closing: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """Grip-site rotation with the fingers pointing along ``approach`` and closing along +-``closing``.
+
+    Of the two signs of the (symmetric) closing direction, the one nearer the ``current`` rotation.
+    """
+    candidates = []
+    for sign in (1.0, -1.0):
+        col0, col2 = sign * closing, approach
+        candidates.append(np.stack([col0, np.cross(col2, col0), col2], axis=1))
+    return min(candidates, key=lambda r: float(np.linalg.norm(rotation_error(r, current))))
 
 
 Target = Callable[[SceneView], np.ndarray]
@@ -105,15 +123,19 @@ class MoveTo(Skill):
     grip: float
     tol: float = 0.01
     max_steps: int = 60
+    orient: np.ndarray | None = None  # a full grip-site rotation instead of top-down at ``yaw``
     steps: int = 0
 
     def act(self, view: SceneView) -> np.ndarray | None:
         goal = self.target(view)
-        yaw_err = abs(rotation_error(rot_z(self.yaw) @ DOWN, view.state.ee_mat)[2])
-        if self.steps >= self.max_steps or (np.linalg.norm(goal - view.ee) < self.tol and yaw_err < 0.15):
+        if self.orient is None:
+            rot_err = abs(rotation_error(rot_z(self.yaw) @ DOWN, view.state.ee_mat)[2])
+        else:
+            rot_err = float(np.linalg.norm(rotation_error(self.orient, view.state.ee_mat)))
+        if self.steps >= self.max_steps or (np.linalg.norm(goal - view.ee) < self.tol and rot_err < 0.15):
             return None
         self.steps += 1
-        return servo(view, goal, self.yaw, self.grip)
+        return servo(view, goal, self.yaw, self.grip, self.orient)
 
 
 @dataclass
@@ -124,6 +146,7 @@ class Hold(Skill):
     yaw: float
     steps: int
     anchor: np.ndarray | None = None
+    orient: np.ndarray | None = None
 
     def act(self, view: SceneView) -> np.ndarray | None:
         if self.anchor is None:
@@ -131,7 +154,7 @@ class Hold(Skill):
         if self.steps <= 0:
             return None
         self.steps -= 1
-        return servo(view, self.anchor, self.yaw, self.grip)
+        return servo(view, self.anchor, self.yaw, self.grip, self.orient)
 
 
 @dataclass
@@ -141,6 +164,7 @@ class CloseGripper(Skill):
     yaw: float
     min_steps: int = 4
     max_steps: int = 25
+    orient: np.ndarray | None = None
     steps: int = 0
     anchor: np.ndarray | None = None
     last_opening: float = np.inf
@@ -154,7 +178,7 @@ class CloseGripper(Skill):
             return None
         self.steps += 1
         self.last_opening = opening
-        return servo(view, self.anchor, self.yaw, CLOSE)
+        return servo(view, self.anchor, self.yaw, CLOSE, self.orient)
 
 
 @dataclass
@@ -218,11 +242,12 @@ class Grasp:
     yaw: float
 
 
-def plan_grasp(view: SceneView, obj: str) -> Grasp:
-    """Choose a top-down grasp of ``obj`` whose hand and fingers keep clear of the neighbours.
+def grasp_candidates(view: SceneView, obj: str) -> list[tuple[float, np.ndarray, float, float, float]]:
+    """Top-down grasps of ``obj`` as (score, grip xy, closing angle, grip z, clearance of hand and fingers).
 
     Narrow objects are grasped across their body; wide or hollow ones (bowls, mugs) at the rim, with the
-    fingers closing radially across the wall.
+    fingers closing radially across the wall. The score prefers clearance from the neighbours (and open
+    drawers), then grasps the gripper can close around, or for rims the side facing the robot.
     """
     box = view.box(obj)
     height = box[1, 2] - box[0, 2]
@@ -242,8 +267,13 @@ def plan_grasp(view: SceneView, obj: str) -> Grasp:
             z = box[0, 2] + max(0.5 * height, height - FINGER_REACH)
         clearance = grasp_clearance(view, obj, point, d, z, span)
         preference = -0.01 * d[0] if rim else -max(width - MAX_GRIP_WIDTH, 0.0) * 10  # rim: face the robot (-x)
-        candidates.append((min(clearance, 0.05) + preference, point, angle, z))
-    _, point, angle, z = max(candidates, key=lambda c: c[0])
+        candidates.append((min(clearance, 0.05) + preference, point, float(angle), float(z), clearance))
+    return candidates
+
+
+def plan_grasp(view: SceneView, obj: str) -> Grasp:
+    """Choose the best-scored of ``grasp_candidates``."""
+    _, point, angle, z, _ = max(grasp_candidates(view, obj), key=lambda c: c[0])
     grip = np.array([point[0], point[1], z])
     return Grasp(grip - view.pos(obj), nearest_yaw(angle, yaw_of(view.state.ee_mat)))
 
@@ -265,14 +295,24 @@ def rim_point(view: SceneView, obj: str, direction: np.ndarray) -> np.ndarray:
 def grasp_clearance(view: SceneView, obj: str, point: np.ndarray, d: np.ndarray, z: float, span: float) -> float:
     """Horizontal clearance of the fingers (and, for tall neighbours, the hand) around a grasp point."""
     clearance = np.inf
-    for other in view.others(obj):
-        box = view.box(other)
+    for box in [*map(view.box, view.others(obj)), *drawer_boxes(view, obj)]:
         if box[1, 2] < z - 0.005:
             continue  # below the fingertips
         half = HAND_HALF_LENGTH if box[1, 2] > z + 0.05 else span
         dist = segment_box_distance(point - half * d, point + half * d, box[:, :2]) - FINGER_DEPTH
         clearance = min(clearance, dist)
     return clearance
+
+
+def drawer_boxes(view: SceneView, obj: str) -> list[np.ndarray]:
+    """World boxes of the drawers pulled out of their cabinet, except one holding ``obj``.
+
+    A drawer pulled open sticks out of its cabinet's (static) box, over whatever stands in front of it.
+    """
+    joints = dict.fromkeys(j for region in view.geometry.regions.values() for j in region.joints)
+    centre = view.centre(obj)
+    boxes = [view.part_box(j) for j in joints if j in view.geometry.parts and abs(view.qpos(j)) > DRAWER_OUT]
+    return [b for b in boxes if not np.all((b[0] <= centre) & (centre <= b[1]))]
 
 
 def pick(obj: str) -> Skill:
@@ -347,34 +387,188 @@ def goal_in_region(obj: str, region: str, on_top: bool) -> Callable[[SceneView],
 # -- articulated fixtures -------------------------------------------------------------------------------
 
 
-def open_drawer(joint: str, threshold: float) -> Skill:
-    """Grasp the drawer's front (the handle) top-down and pull it along its slide until open."""
+DRAWER_OUT = 0.02  # a drawer further than this from its closed position sticks out of its cabinet
+CLEAR_MAX = 0.07  # drag an object at most this far out from under a drawer about to open
+DRAWER_REACH = 0.006  # grip site this far behind the front face of a drawer's handle bar (~1.5 cm deep)
+DRAWER_STANDOFF = 0.12  # approach and leave a drawer's front from this far out along its slide
+PUSH_TILT = np.deg2rad(45.0)  # pushing a drawer shut: fingers tilted this far from vertical towards the cabinet
+
+
+def slide_direction(view: SceneView, joint: str) -> np.ndarray:
+    """Horizontal unit vector along which the drawer of ``joint`` opens (LIBERO's cabinets: negative qpos)."""
+    pull = -view.geometry.parts[joint].axis * np.array([1.0, 1.0, 0.0])
+    return pull / np.linalg.norm(pull)
+
+
+def drawer_front(view: SceneView, joint: str, pull: np.ndarray) -> np.ndarray:
+    """Middle of the drawer's foremost face along ``pull`` (the handle bar's front), at mid height."""
+    box = view.part_box(joint)
+    return box.mean(0) + pull * 0.5 * float(np.abs(box[1] - box[0]) @ np.abs(pull))
+
+
+def front_approach(standoff: Target, orient: np.ndarray, yaw: float, grip: float, travel: float) -> list[Skill]:
+    """Turn the gripper to ``orient`` at ``travel`` height, then come down in front of the drawer at ``standoff``.
+
+    Top-down, the hand (0.21 m long across the fingers) collides with the cabinet's front above the handle,
+    so drawers are handled from the front with the fingers pointing into the cabinet.
+    """
+    return [
+        MoveTo(lambda v: np.array([*standoff(v)[:2], travel]), yaw, grip, tol=0.04, max_steps=80, orient=orient),
+        MoveTo(standoff, yaw, grip, tol=0.03, max_steps=60, orient=orient),
+    ]
+
+
+def front_leave(pull: np.ndarray, orient: np.ndarray, grip: float, home: np.ndarray) -> list[Skill]:
+    """Back off from the drawer along ``pull``, rise to ``home``'s height, turn top-down halfway back to ``home``.
+
+    The drawer's front is near the arm's reach: turning the wrist there strains the arm to its limits. The
+    wrist turns about its horizontal axis only (to the top-down yaw nearest ``orient``).
+    """
+    closing = np.cross(orient[:, 1], [0.0, 0.0, -1.0])
+    yaw = float(np.arctan2(closing[1], closing[0]) - np.pi / 2)
+    back: dict[str, np.ndarray] = {}
+
+    def away(v: SceneView) -> np.ndarray:
+        back.setdefault("at", v.ee + DRAWER_STANDOFF * 0.7 * pull)
+        return back["at"]
+
+    up = lambda v: np.array([*away(v)[:2], home[2]])  # noqa: E731
+    return [
+        MoveTo(away, yaw, grip, tol=0.03, max_steps=25, orient=orient),
+        MoveTo(up, yaw, grip, tol=0.04, max_steps=60, orient=orient),
+        MoveTo(lambda v: 0.5 * (up(v) + home), yaw, grip, tol=0.02, max_steps=40, orient=rot_z(yaw) @ DOWN),
+    ]
+
+
+def best_clearance(view: SceneView, obj: str) -> float:
+    """Clearance of the roomiest top-down grasp of ``obj``."""
+    return max(c[4] for c in grasp_candidates(view, obj))
+
+
+def imagined(view: SceneView, obj: str, shift: np.ndarray, joint: str, qpos: float) -> SceneView:
+    """``view`` with ``obj`` moved by the horizontal ``shift`` and the joint at ``qpos``."""
+    state = view.state
+    object_pos = state.object_pos.copy()
+    object_pos[view.task.body_names.index(obj), :2] += shift
+    joint_qpos = state.articulation_qpos.copy()
+    joint_qpos[view.task.articulation_names.index(joint)] = qpos
+    return SceneView(view.task, view.geometry, replace(state, object_pos=object_pos, articulation_qpos=joint_qpos))
+
+
+def body_gap(view: SceneView, obj: str) -> float:
+    """Smallest horizontal gap between the round (hollow) ``obj`` and the boxes of the other bodies."""
+    box = view.box(obj)
+    centre, radius = box.mean(0)[:2], 0.5 * float(np.max(box[1, :2] - box[0, :2]))
+    boxes = map(view.box, view.others(obj))
+    return float(min((segment_box_distance(centre, centre, b[:, :2]) - radius for b in boxes), default=np.inf))
+
+
+def clearing_shift(view: SceneView, obj: str, joint: str, open_qpos: float) -> np.ndarray:
+    """Smallest horizontal shift of ``obj`` after which the drawer, once open, leaves room to grasp it.
+
+    Zero when the open drawer takes no grasp away (or no shift of up to ``CLEAR_MAX`` helps).
+    """
+    want = min(best_clearance(view, obj), 0.0) + 0.008
+    if best_clearance(imagined(view, obj, np.zeros(2), joint, open_qpos), obj) >= want - 0.005:
+        return np.zeros(2)
+    gap = min(body_gap(view, obj), 0.005)
+    for dist in np.arange(0.01, CLEAR_MAX + 1e-9, 0.005):
+        for angle in np.deg2rad(np.arange(0.0, 360.0, 15.0)):
+            shift = dist * np.array([np.cos(angle), np.sin(angle)])
+            moved = imagined(view, obj, shift, joint, open_qpos)
+            if best_clearance(moved, obj) >= want and body_gap(moved, obj) >= gap:
+                return shift
+    return np.zeros(2)
+
+
+def clear_from_drawer(obj: str, joint: str, open_qpos: float) -> Skill:
+    """Before a drawer is opened over ``obj``, drag the object out from under it (hollow objects only).
+
+    The closed fingertips are lowered inside the object next to its wall on the far side and pulled along;
+    skipped when the drawer is already out or leaves enough room to grasp the object from above.
+    """
 
     def build(view: SceneView) -> Skill:
-        part = view.geometry.parts[joint]
-        pull = -part.axis  # LIBERO's cabinets open towards negative joint positions
-        pull_xy = pull[:2] / np.linalg.norm(pull[:2])
-
-        def handle(v: SceneView) -> np.ndarray:
-            box = v.part_box(joint)
-            centre = box.mean(0)
-            reach = 0.5 * float(np.abs(box[1, :2] - box[0, :2]) @ np.abs(pull_xy))
-            return np.array([*(centre[:2] + pull_xy * (reach + 0.008)), centre[2] + 0.005])
-
-        yaw = nearest_yaw(float(np.arctan2(pull_xy[1], pull_xy[0])), yaw_of(view.state.ee_mat))
-        travel = max(view.ee[2], view.part_box(joint)[1, 2] + 0.08)
-        opened = lambda v: v.qpos(joint) < threshold - 0.02  # noqa: E731
+        if abs(view.qpos(joint)) > DRAWER_OUT or not any(w in obj for w in RIM_WORDS):
+            return Chain([])
+        shift = clearing_shift(view, obj, joint, open_qpos)
+        dist = float(np.linalg.norm(shift))
+        if dist == 0.0:
+            return Chain([])
+        u = shift / dist
+        box = view.box(obj)
+        inset = 0.5 * float(np.min(box[1, :2] - box[0, :2])) - 0.025  # fingertips this far out from the centre
+        start = np.array([*(box.mean(0)[:2] + inset * u), box[1, 2] - 0.015])
+        origin = view.pos(obj).copy()
+        moved = lambda v: float((v.pos(obj) - origin)[:2] @ u) >= dist  # noqa: E731
+        yaw = nearest_yaw(float(np.arctan2(u[1], u[0])), yaw_of(view.state.ee_mat))
+        travel = view.clear_height(view.ee, start, [obj]) + 0.04
         return Chain([
-            MoveTo(lambda v: np.array([*handle(v)[:2], travel]), yaw, OPEN, tol=0.015),
-            MoveTo(handle, yaw, OPEN, tol=0.008, max_steps=40),
-            CloseGripper(yaw),
-            Until(MoveTo(lambda v: v.ee + 0.04 * np.array([*pull_xy, 0.0]), yaw, CLOSE, tol=0.0, max_steps=60),
+            MoveTo(lambda v: np.array([*start[:2], travel]), yaw, CLOSE, tol=0.03),
+            MoveTo(lambda v: start, yaw, CLOSE, tol=0.01, max_steps=30),
+            Until(MoveTo(lambda v: np.array([*(v.ee[:2] + 0.08 * u), start[2]]), yaw, CLOSE, tol=0.0,
+                         max_steps=30), moved),
+            MoveTo(lambda v: v.ee + [0.0, 0.0, 0.05], yaw, OPEN, tol=0.02, max_steps=6),
+        ])
+
+    return Planned(build, attempts=1)
+
+
+def open_drawer(joint: str, threshold: float) -> Skill:
+    """Grasp the drawer's handle bar from the front (fingers closing vertically) and pull it open.
+
+    Skipped when the drawer is already open.
+    """
+
+    def build(view: SceneView) -> Skill:
+        if view.qpos(joint) < threshold:
+            return Chain([])
+        pull = slide_direction(view, joint)
+        orient = front_orientation(-pull, np.array([0.0, 0.0, 1.0]), view.state.ee_mat)
+        yaw = yaw_of(view.state.ee_mat)
+        grip_at = lambda v: drawer_front(v, joint, pull) - DRAWER_REACH * pull  # noqa: E731 - follows the slide
+        travel = max(view.ee[2], view.part_box(joint)[1, 2] + 0.1)
+        opened = lambda v: v.qpos(joint) < threshold - 0.01  # noqa: E731
+        return Chain([
+            *front_approach(lambda v: grip_at(v) + DRAWER_STANDOFF * pull, orient, yaw, OPEN, travel),
+            MoveTo(grip_at, yaw, OPEN, tol=0.01, max_steps=40, orient=orient),
+            CloseGripper(yaw, orient=orient),
+            Until(MoveTo(lambda v: grip_at(v) + 0.06 * pull, yaw, CLOSE, tol=0.0, max_steps=80, orient=orient),
                   opened),
-            Hold(OPEN, yaw, steps=5),
-            MoveTo(lambda v: v.ee + [0.0, 0.0, 0.08], yaw, OPEN, tol=0.02, max_steps=10),
+            Hold(OPEN, yaw, steps=3, orient=orient),
+            *front_leave(pull, orient, OPEN, np.array([*view.ee[:2], travel])),
         ])
 
     return Planned(build, lambda v: v.qpos(joint) < threshold)
+
+
+def close_drawer(joint: str, threshold: float) -> Skill:
+    """Push the drawer shut at its handle with the closed fingertips, the fingers tilted towards the cabinet.
+
+    The fingers close sideways and point down into the cabinet at ``PUSH_TILT``: pointing straight in, the
+    wrist twists to its limits; closing vertically, the hand would reach below the table in front of a
+    bottom drawer; top-down, it would hit the front of the drawer above. Skipped when already closed.
+    """
+
+    def build(view: SceneView) -> Skill:
+        if view.qpos(joint) > threshold:
+            return Chain([])
+        pull = slide_direction(view, joint)
+        side = np.cross([0.0, 0.0, 1.0], pull)
+        approach = -pull * np.sin(PUSH_TILT) - np.array([0.0, 0.0, 1.0]) * np.cos(PUSH_TILT)
+        orient = front_orientation(approach, side, view.state.ee_mat)
+        yaw = yaw_of(view.state.ee_mat)
+        front = lambda v: drawer_front(v, joint, pull)  # noqa: E731
+        travel = max(view.ee[2], view.part_box(joint)[1, 2] + 0.1)
+        closed = lambda v: v.qpos(joint) > threshold + 0.004  # noqa: E731
+        return Chain([
+            *front_approach(lambda v: front(v) + 0.4 * DRAWER_STANDOFF * pull, orient, yaw, CLOSE, travel),
+            Until(MoveTo(lambda v: front(v) - 0.06 * pull, yaw, CLOSE, tol=0.0, max_steps=100, orient=orient),
+                  closed),
+            *front_leave(pull, orient, CLOSE, np.array([*view.ee[:2], travel])),
+        ])
+
+    return Planned(build, lambda v: v.qpos(joint) > threshold)
 
 
 def turn_knob(joint: str, threshold: float) -> Skill:
@@ -401,12 +595,13 @@ def turn_knob(joint: str, threshold: float) -> Skill:
 # -- goal predicates -> plan ---------------------------------------------------------------------------
 
 DRAWER_OPEN_BELOW = -0.14  # LIBERO's cabinets count as open below this joint position
+DRAWER_CLOSED_ABOVE = 0.0  # and as closed above this one
 KNOB_ON_ABOVE = 0.5  # LIBERO's stoves count as on from this knob angle
 
 
 def plan_for(task: TaskInfo) -> Callable[[SceneGeometry], list[Skill]]:
     """Check the task's goal and return a builder of its skill plan (raises ``ConfigError`` if unsupported)."""
-    order = {"open": 0, "turnon": 1, "in": 2, "on": 2}
+    order = {"open": 0, "turnon": 1, "in": 2, "on": 2, "close": 3}
     steps: list[Callable[[SceneGeometry], list[Skill]]] = []
     for pred in sorted(task.goal_predicates, key=lambda p: order.get(p[0].lower(), 9)):
         steps.append(_predicate_plan(task, tuple(pred)))
@@ -418,7 +613,8 @@ def _predicate_plan(task: TaskInfo, pred: tuple[str, ...]) -> Callable[[SceneGeo
     name = pred[0].lower()
     unsupported = ConfigError(
         f"ScriptedExpert cannot solve {task.suite} task {task.task_id} ({task.name}): goal predicate "
-        f"{pred} is not supported; supported predicates: {', '.join(SUPPORTED)} (drawers only for 'open')"
+        f"{pred} is not supported; supported predicates: {', '.join(SUPPORTED)} "
+        "(drawers only for 'open' and 'close')"
     )
     if name in ("in", "on") and len(pred) == 3 and pred[1] in task.object_names:
         obj, target = pred[1], pred[2]
@@ -426,18 +622,27 @@ def _predicate_plan(task: TaskInfo, pred: tuple[str, ...]) -> Callable[[SceneGeo
             return lambda g: [pick(obj), place(obj, goal_on_body(obj, target))]
 
         def region_plan(g: SceneGeometry) -> list[Skill]:
-            region = g.regions[target]
-            pre = [open_drawer(j, DRAWER_OPEN_BELOW) for j in region.joints]
+            pre = [s for j in g.regions[target].joints for s in opening(task, j)]
             return [*pre, pick(obj), place(obj, goal_in_region(obj, target, name == "on"))]
 
         return region_plan
     if name == "open" and len(pred) == 2 and pred[1].endswith("_region"):
-        return lambda g: [open_drawer(j, DRAWER_OPEN_BELOW) for j in g.regions[pred[1]].joints]
+        return lambda g: [s for j in g.regions[pred[1]].joints for s in opening(task, j)]
+    if name == "close" and len(pred) == 2 and pred[1].endswith("_region"):
+        return lambda g: [close_drawer(j, DRAWER_CLOSED_ABOVE) for j in g.regions[pred[1]].joints]
     if name == "turnon" and len(pred) == 2:
         joints = [j for j in task.articulation_names if j.startswith(pred[1])]
         if joints:
             return lambda g: [turn_knob(joints[0], KNOB_ON_ABOVE)]
     raise unsupported
+
+
+def opening(task: TaskInfo, joint: str) -> list[Skill]:
+    """Open a drawer, first dragging the task's objects to move out from under it."""
+    movers = [p[1] for p in task.goal_predicates if p[0].lower() in ("in", "on") and len(p) == 3]
+    open_qpos = DRAWER_OPEN_BELOW - 0.02
+    return [*(clear_from_drawer(o, joint, open_qpos) for o in movers if o in task.object_names),
+            open_drawer(joint, DRAWER_OPEN_BELOW)]
 
 
 def supports(task: TaskInfo) -> bool:
