@@ -554,6 +554,9 @@ def report(cfg: ExperimentConfig) -> dict:
     lines += ["", "## Paired with the SFT start of the same seed (same init states; exact McNemar test)", "",
               "| method | both | only SFT | only this | p |", "|---|---|---|---|---|"]
     for m, p in paired.items():
+        if p["both"] + p["only_sft"] + p["only_method"] == 0:  # nothing paired yet: no test to show
+            lines.append(f"| {m} | - | - | - | - |")
+            continue
         lines.append(f"| {m} | {p['both']} | {p['only_sft']} | {p['only_method']} | {p['p_value']:.3f} |")
     lines += ["", "## Wall time", "", "| method | runs | minutes per run |", "|---|---|---|"]
     for m in methods:
