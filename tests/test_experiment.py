@@ -70,7 +70,7 @@ def test_report_pools_paired_outcomes_and_seed_spread(tmp_path):
     assert summary["finished"] == summary["total"] == 4
     assert summary["by_suite"]["TGRPO"]["libero_object"] == [0.75, 0.75]
     # seed 0: both 2, only TGRPO 1; seed 1: only SFT 1 (state 0), only TGRPO 3
-    assert summary["paired"]["TGRPO"] == {"both": 2, "only_sft": 1, "only_method": 4, "p_value": pytest.approx(0.375)}
+    assert summary["paired"]["TGRPO"] == {"pairs": 8, "both": 2, "only_sft": 1, "only_method": 4, "p_value": pytest.approx(0.375)}
     md = (tmp_path / "results.md").read_text()
     assert "| SFT | 37.5 ± 17.7 (2/4, 1/4) |" in md and "| TGRPO | 75.0 ± 0.0 (3/4, 3/4) |" in md
 

@@ -522,7 +522,7 @@ def report(cfg: ExperimentConfig) -> dict:
     # paired against SFT of the same seed on the same states, pooled over tasks and seeds
     paired = {}
     for m in methods[1:]:
-        both = only_sft = only_m = 0
+        both = only_sft = only_m = pairs = 0
         for (meth, s, t, seed), r in by_key.items():
             base = by_key.get((SFT, s, t, seed))
             if meth != m or base is None:
@@ -531,10 +531,11 @@ def report(cfg: ExperimentConfig) -> dict:
                 b = base["outcomes"].get(key)
                 if b is None:
                     continue
+                pairs += 1
                 both += ok and b
                 only_sft += b and not ok
                 only_m += ok and not b
-        paired[m] = {"both": both, "only_sft": only_sft, "only_method": only_m,
+        paired[m] = {"pairs": pairs, "both": both, "only_sft": only_sft, "only_method": only_m,
                      "p_value": mcnemar_exact_p(only_sft, only_m)}
 
     lines = [f"# Experiment {out}", "",
@@ -554,7 +555,7 @@ def report(cfg: ExperimentConfig) -> dict:
     lines += ["", "## Paired with the SFT start of the same seed (same init states; exact McNemar test)", "",
               "| method | both | only SFT | only this | p |", "|---|---|---|---|---|"]
     for m, p in paired.items():
-        if p["both"] + p["only_sft"] + p["only_method"] == 0:  # nothing paired yet: no test to show
+        if not p["pairs"]:  # nothing paired yet: no test to show
             lines.append(f"| {m} | - | - | - | - |")
             continue
         lines.append(f"| {m} | {p['both']} | {p['only_sft']} | {p['only_method']} | {p['p_value']:.3f} |")
