@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import multiprocessing as mp
 import time
 
@@ -61,6 +62,17 @@ def time_sample_parts(policy: TinyVLA, batch: int, repeats: int) -> tuple[float,
             median_time(lambda: policy.sample(encoded, temperature=1.0), repeats))
 
 
+def time_lm_unmerged(policy: TinyVLA, batch: int, repeats: int) -> float:
+    """The language-model part of :func:`time_sample_parts` with each LoRA adapter run as its own two
+    matrix products beside the base layer's (``policy.merge_lora_sampling`` off)."""
+    merged = policy.config
+    policy.config = dataclasses.replace(merged, merge_lora_sampling=False)
+    try:
+        return time_sample_parts(policy, batch, repeats)[1]
+    finally:
+        policy.config = merged
+
+
 def time_encoder_unfolded(policy: TinyVLA, batch: int, repeats: int) -> float:
     """The encoder of :func:`time_sample_parts` run as stored, each batch norm after its convolution (what a
     frozen trunk did before it folded them)."""
@@ -103,8 +115,8 @@ def main() -> None:
     n_params = sum(x.numel() for x in policy.parameters()) / 1e6
     print(f"tiny-vla, {n_params:.2f} M parameters, LoRA rank {args.lora_rank}\n")
     print(f"| busy cores | torch threads | sample batch {args.batch} (ms) | of which encoder (ms) | of which LM (ms) "
-          f"| encoder, batch norms unfolded (ms) | train step batch {args.train_batch} (s) |")
-    print("|---|---|---|---|---|---|---|")
+          f"| LM, LoRA unmerged (ms) | encoder, batch norms unfolded (ms) | train step batch {args.train_batch} (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for busy in args.busy:
         stop = mp.Event()
         spinners = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(busy)]
@@ -115,10 +127,11 @@ def main() -> None:
                 torch.set_num_threads(threads)
                 sample = time_sample(policy, args.batch, args.repeats)
                 encoder, lm = time_sample_parts(policy, args.batch, args.repeats)
+                unmerged = time_lm_unmerged(policy, args.batch, args.repeats) if args.lora_rank else float("nan")
                 unfolded = time_encoder_unfolded(policy, args.batch, args.repeats)
                 train = time_train_step(policy, args.train_batch, max(2, args.repeats // 2))
                 print(f"| {busy} | {threads} | {1000 * sample:.0f} | {1000 * encoder:.0f} | {1000 * lm:.0f} | "
-                      f"{1000 * unfolded:.0f} | {train:.2f} |", flush=True)
+                      f"{1000 * unmerged:.0f} | {1000 * unfolded:.0f} | {train:.2f} |", flush=True)
         finally:
             stop.set()
             for s in spinners:

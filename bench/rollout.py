@@ -7,9 +7,13 @@ On one task and one worker pool (the policy's cameras and resolution):
   (a) the bare simulator: N workers stepped with uniformly random actions, images and privileged state
       returned as in training: the limit;
   (b) the full TGRPO group rollout: the policy sampling every step (temperature 1.0, one torch thread, as
-      ``tgrpo train`` runs it) and the dense stage rewards, once with the group stepped as one batch and
-      once with its two halves overlapped (``rollout.overlap``);
+      ``tgrpo train`` runs it) and the dense stage rewards, with the group stepped as one batch or its two
+      halves overlapped (``rollout.overlap``), and with the LoRA adapter run beside each layer or merged
+      into its weights (``policy.merge_lora_sampling``): four rollouts;
   (c) the learner: samples (valid steps) per second of a TGRPO update on the group from (b), K epochs.
+
+(a) runs before and after the rollouts; the ratio divides by their mean, so a drift of the machine's
+speed during the run shows up as two different (a) rows instead of a biased ratio.
 
 Prints a Markdown table with env steps/s and the ratio b/a. Each rollout runs up to ``--steps`` steps from
 fixed init state 0 (``first_success``: a trained policy may end it early; the rate counts the steps run).
@@ -18,6 +22,7 @@ fixed init state 0 (``first_success``: a trained policy may end it early; the ra
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -100,15 +105,21 @@ def main() -> None:
         task = pool.task
         evaluator = StageEvaluator(task, task_stages(task, RewardConfig()), Keyposes(), StageRewardParams())
         full(pool, policy, evaluator, 3, overlap=True)  # warm-up: worker buffers, the policy's first call
-        limit = bare(pool, args.steps, rng)
-        rows = [("(a) bare simulator, random actions", limit, "")]
+        before = bare(pool, args.steps, rng)
+        rows = [("(a) bare simulator, random actions, before", before, "")]
         group = rewards = None
-        for overlap in (False, True):
-            rate, group, rewards = full(pool, policy, evaluator, args.steps, overlap)
-            rows.append((f"(b) group rollout + rewards, {'halves overlapped' if overlap else 'one batch'}",
-                         rate, f"{int(group.mask.sum())} steps, {int(group.success.sum())} successes"))
+        for merge in (False, True):
+            policy.config = dataclasses.replace(policy.config, merge_lora_sampling=merge)
+            for overlap in (False, True):
+                rate, group, rewards = full(pool, policy, evaluator, args.steps, overlap)
+                rows.append((f"(b) group rollout + rewards, {'halves overlapped' if overlap else 'one batch'}, "
+                             f"LoRA {'merged' if merge else 'unmerged'}", rate,
+                             f"{int(group.mask.sum())} steps, {int(group.success.sum())} successes"))
+        after = bare(pool, args.steps, rng)
+        rows.append(("(a) bare simulator, random actions, after", after, ""))
+    limit = (before + after) / 2
     samples = learner(policy, group, rewards, args.learner_threads)
-    print("| measurement | env steps/s | ratio to (a) | notes |")
+    print("| measurement | env steps/s | ratio to mean (a) | notes |")
     print("|---|---|---|---|")
     for name, rate, note in rows:
         print(f"| {name} | {rate:.1f} | {rate / limit:.2f} | {note} |")

@@ -60,10 +60,12 @@ from tgrpo.evaluation import EPISODES_FILE, mcnemar_exact_p, read_episodes
 SFT = "SFT"
 _KEYS = ("out", "tasks", "seeds", "demos", "sft", "train", "eval", "methods", "adopt")
 # TrainConfig settings that change how a run executes, not what it learns (overlap changes only the order of
-# the random draws and the batch composition of the policy calls, see RolloutConfig): an adopted run may
+# the random draws and the batch composition of the policy calls, see RolloutConfig; merged LoRA sampling
+# changes float rounding, see PolicyConfig): an adopted run may
 # differ from its cell in these, and the report lists each difference.
 EXECUTION_FIELDS = ("out", "num_threads", "save_every", "probe_demos", "rollout.overlap", "rollout.backend",
-                    "rollout.ray_address", "rollout.max_retries", "rollout.worker_timeout_s", "reward.cache_dir")
+                    "rollout.ray_address", "rollout.max_retries", "rollout.worker_timeout_s", "reward.cache_dir",
+                    "policy.merge_lora_sampling")
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,13 @@ class PolicyConfig:
         lora_rank: LoRA rank r for RL fine-tuning (paper: LoRA on OpenVLA); 0 trains all weights (SFT of a
             model trained from scratch has to be full fine-tuning).
         lora_alpha: LoRA scale alpha (OpenVLA: min(r, 16)).
+        merge_lora_sampling: sample rollouts and evaluation episodes with each LoRA update folded into a
+            copy of its layer's weight (``W + (alpha / r) B A``, refreshed after every optimizer step): one
+            matrix product per linear layer instead of three, the same policy up to float rounding.
+            tiny-vla samples about 1.6x faster on CPU (docs/performance.md). The copy costs the adapted
+            weights' memory once more (17 MB for tiny-vla, about 14 GB for a 7B OpenVLA in bf16), and on
+            a GPU the adapter's extra products are cheap. None: the family's default, on for ``tiny-vla``,
+            off for ``pretrained-vla``.
         size: architecture of the ``tiny-vla`` model.
         seed: seed of the weight initialisation and of action sampling.
         device: torch device of the model (``cpu``; ``cuda`` for the GPU-scale path).
@@ -98,6 +105,7 @@ class PolicyConfig:
     eval_temperature: float = 0.0
     lora_rank: int = 0
     lora_alpha: int = 16
+    merge_lora_sampling: bool | None = None
     size: TinyVLASize = field(default_factory=TinyVLASize)
     seed: int = 0
     device: str = "cpu"
@@ -112,6 +120,8 @@ class PolicyConfig:
             object.__setattr__(self, "cameras", ("agentview", "wrist") if tiny else ("agentview",))
         if self.proprio is None:
             object.__setattr__(self, "proprio", tiny)
+        if self.merge_lora_sampling is None:
+            object.__setattr__(self, "merge_lora_sampling", tiny)
         object.__setattr__(self, "cameras", tuple(self.cameras))
         if not self.cameras:
             raise ConfigError("policy.cameras must name at least one camera: " + ", ".join(CAMERA_NAMES))

@@ -235,6 +235,9 @@ class LlavaVLA(nn.Module):
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         self.lora_enabled = False
+        self._lora_layers: list[tuple[str, nn.Module]] = []
+        self._merged: tuple[tuple, dict[str, torch.Tensor]] | None = None
+        self._in_reference = False
         if config.lora_rank > 0:
             self.enable_lora(config.lora_rank, config.lora_alpha)
         self.generator = torch.Generator(device=config.device).manual_seed(config.seed)
@@ -252,6 +255,7 @@ class LlavaVLA(nn.Module):
     def enable_lora(self, rank: int, alpha: int) -> None:
         """Wrap the model with LoRA adapters (:meth:`lora_targets`); freezes the base weights."""
         from peft import LoraConfig, get_peft_model
+        from peft.tuners.lora import LoraLayer
 
         if self.lora_enabled:
             return
@@ -259,6 +263,7 @@ class LlavaVLA(nn.Module):
                          init_lora_weights="gaussian")
         self.model = get_peft_model(self.model, cfg)
         self.lora_enabled = True
+        self._lora_layers = [(n, m) for n, m in self.model.named_modules() if isinstance(m, LoraLayer)]
         self.config = dataclasses.replace(self.config, lora_rank=rank, lora_alpha=alpha)
 
     @contextlib.contextmanager
@@ -267,8 +272,55 @@ class LlavaVLA(nn.Module):
         if not self.lora_enabled:
             raise ConfigError("the reference policy needs LoRA (policy.lora_rank > 0): with full fine-tuning "
                               "there is no frozen base inside the same module")
-        with self.model.disable_adapter():
-            yield
+        self._in_reference = True
+        try:
+            with self.model.disable_adapter():
+                yield
+        finally:
+            self._in_reference = False
+
+    def merged_lora_weights(self) -> dict[str, torch.Tensor]:
+        """Each adapted linear layer's weight with its LoRA update folded in: ``W + (alpha / r) B A``.
+
+        Keyed by the LoRA layer's module name in :attr:`model`. Cached, and recomputed only after one of
+        the layers' tensors changed (an optimizer step or a load bumps its version counter) or moved.
+        """
+        key = tuple((p._version, p.data_ptr()) for _, m in self._lora_layers for p in m.parameters())
+        if self._merged is None or self._merged[0] != key:
+            with torch.no_grad():
+                weights = {}
+                for name, layer in self._lora_layers:
+                    weight = layer.base_layer.weight
+                    for adapter in layer.active_adapters:
+                        weight = weight + layer.get_delta_weight(adapter)
+                    weights[name] = nn.Parameter(weight, requires_grad=False)
+            self._merged = (key, weights)
+        return self._merged[1]
+
+    @contextlib.contextmanager
+    def sampling_model(self) -> Iterator[nn.Module]:
+        """The model as sampling runs it.
+
+        With a LoRA adapter and ``config.merge_lora_sampling``, inside this context the adapter is off and
+        each adapted layer's base weight is swapped for its :meth:`merged_lora_weights` entry (restored on
+        exit): one matrix product per linear layer instead of three, the same function up to float
+        rounding. The learner's :meth:`token_logprobs` runs outside it, on the adapter's own layers, through
+        which its gradients flow; inside :meth:`reference` the plain base model runs.
+        """
+        if not (self.lora_enabled and self.config.merge_lora_sampling) or self._in_reference:
+            yield self.model
+            return
+        merged = self.merged_lora_weights()
+        originals = [layer.base_layer.weight for _, layer in self._lora_layers]
+        try:
+            for name, layer in self._lora_layers:  # per layer: peft's model-wide disable_adapter() costs 5 ms
+                layer.enable_adapters(False)
+                layer.base_layer.weight = merged[name]
+            yield self.model
+        finally:
+            for (_, layer), weight in zip(self._lora_layers, originals):
+                layer.base_layer.weight = weight
+                layer.enable_adapters(True)
 
     # -- inputs --------------------------------------------------------------------------------------
 
@@ -376,26 +428,27 @@ class LlavaVLA(nn.Module):
         """
         mask = inputs.attention_mask
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-        out = self.model(input_ids=inputs.input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
-                         logits_to_keep=1, **inputs.vision_kwargs())
-        cache, next_pos = out.past_key_values, position_ids[:, -1:] + 1
         bins, logps = [], []
-        logits = out.logits[:, -1]
-        for k in range(ACTION_DIM):
-            scored = self._action_logits(logits, self.config.temperature).log_softmax(-1)
-            if temperature > 0:
-                probs = self._action_logits(logits, temperature).softmax(-1)
-                b = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
-            else:
-                b = scored.argmax(-1)
-            bins.append(b)
-            logps.append(scored.gather(-1, b[:, None]).squeeze(-1))
-            if k == ACTION_DIM - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
-            out = self.model(input_ids=self.action_ids(b)[:, None], attention_mask=mask, position_ids=next_pos,
-                             past_key_values=cache, use_cache=True)
-            cache, next_pos, logits = out.past_key_values, next_pos + 1, out.logits[:, -1]
+        with self.sampling_model() as model:
+            out = model(input_ids=inputs.input_ids, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                        logits_to_keep=1, **inputs.vision_kwargs())
+            cache, next_pos = out.past_key_values, position_ids[:, -1:] + 1
+            logits = out.logits[:, -1]
+            for k in range(ACTION_DIM):
+                scored = self._action_logits(logits, self.config.temperature).log_softmax(-1)
+                if temperature > 0:
+                    probs = self._action_logits(logits, temperature).softmax(-1)
+                    b = torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
+                else:
+                    b = scored.argmax(-1)
+                bins.append(b)
+                logps.append(scored.gather(-1, b[:, None]).squeeze(-1))
+                if k == ACTION_DIM - 1:
+                    break
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+                out = model(input_ids=self.action_ids(b)[:, None], attention_mask=mask, position_ids=next_pos,
+                            past_key_values=cache, use_cache=True)
+                cache, next_pos, logits = out.past_key_values, next_pos + 1, out.logits[:, -1]
         return torch.stack(bins, 1), torch.stack(logps, 1)
 
     def bins_to_actions(self, bins: np.ndarray | torch.Tensor) -> np.ndarray:
