@@ -1,9 +1,9 @@
 """Scripted experts that solve LIBERO tasks from privileged simulator state.
 
 An expert turns the task's BDDL goal into a plan of small reusable skills (move above an object, descend,
-grasp, lift, carry, place, release, open or push shut a drawer, turn a knob) and executes it with proportional
-control on the end-effector position and orientation (top-down, or pointing into a cabinet for drawers),
-clipped to LIBERO's OSC_POSE action range.
+grasp, lift, carry, place, release, push a plate over the table, open or push shut a drawer, turn a knob) and
+executes it with proportional control on the end-effector position and orientation (top-down, or pointing into
+a cabinet for drawers), clipped to LIBERO's OSC_POSE action range.
 
 Usage (the scene geometry comes from the environment once per episode)::
 
@@ -37,6 +37,7 @@ MAX_GRIP_WIDTH = 0.068  # widest object part the fingers close around (max openi
 HAND_HALF_LENGTH = 0.105  # the Panda hand's half length along the fingers' closing direction
 FINGER_REACH = 0.03  # deepest grasp below an object's top before the hand hits it
 FINGER_DEPTH = 0.03  # half thickness of hand and fingers across the closing direction
+HAND_ABOVE = 0.05  # bodies lower than this above the grip site pass under the hand
 RIM_WORDS = ("bowl", "mug", "ramekin")  # hollow objects grasped at their rim
 RIM_INSET = 0.012  # rim grasp point: this far inside the outer radius (the fingers straddle the wall)
 RIM_DEPTH = 0.02  # and this far below the rim
@@ -298,7 +299,7 @@ def grasp_clearance(view: SceneView, obj: str, point: np.ndarray, d: np.ndarray,
     for box in [*map(view.box, view.others(obj)), *drawer_boxes(view, obj)]:
         if box[1, 2] < z - 0.005:
             continue  # below the fingertips
-        half = HAND_HALF_LENGTH if box[1, 2] > z + 0.05 else span
+        half = HAND_HALF_LENGTH if box[1, 2] > z + HAND_ABOVE else span
         dist = segment_box_distance(point - half * d, point + half * d, box[:, :2]) - FINGER_DEPTH
         clearance = min(clearance, dist)
     return clearance
@@ -382,6 +383,159 @@ def goal_in_region(obj: str, region: str, on_top: bool) -> Callable[[SceneView],
         return np.array([centre[0], centre[1], z])
 
     return goal
+
+
+# -- dragging and pushing over the table -------------------------------------------------------------------
+
+PUSH_GRIP = 0.3  # pushing: closed fingertips this fraction of the object's half width out from its centre
+PUSH_DEPTH = 0.015  # and this far below its rim, but
+PUSH_HEIGHT = 0.012  # at least this far above its bottom (the closed fingertips just clear the table)
+PUSH_AHEAD = 0.03  # servo the fingertips this far ahead of where they are (sets the pushing speed)
+PUSH_PAST = 0.05  # steer the object at a point this far beyond its waypoint
+PUSH_TOL = 0.01  # a push leg ends this close to its waypoint
+PUSH_GOAL_INSET = 0.015  # push the object's origin at least this far inside the goal region
+PUSH_CORNERS = 0.03  # spacing of the candidate corners of a push path
+PUSH_BEYOND = 0.03  # corners at most this much farther from the robot (+x) than start and goal: its reach
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-9)
+
+
+def half_width(view: SceneView, obj: str) -> float:
+    """Half the smaller horizontal extent of ``obj``'s box."""
+    box = view.box(obj)
+    return 0.5 * float(np.min(box[1, :2] - box[0, :2]))
+
+
+def drag(view: SceneView, obj: str, start: np.ndarray, yaw: float, towards: Target,
+         done: Callable[[SceneView], bool], max_steps: int) -> Chain:
+    """Lower the closed fingertips from above to ``start`` inside the hollow ``obj``, servo them to ``towards``
+    (moving the object along by its wall) until ``done``, lift them out."""
+    travel = view.clear_height(view.ee, start, [obj]) + 0.04
+    return Chain([
+        MoveTo(lambda v: np.array([*start[:2], travel]), yaw, CLOSE, tol=0.03),
+        MoveTo(lambda v: start, yaw, CLOSE, tol=0.01, max_steps=30),
+        Until(MoveTo(towards, yaw, CLOSE, tol=0.0, max_steps=max_steps), done),
+        MoveTo(lambda v: v.ee + [0.0, 0.0, 0.05], yaw, OPEN, tol=0.02, max_steps=6),
+    ])
+
+
+def too_wide(geometry: SceneGeometry, obj: str) -> bool:
+    """Whether ``obj`` is wider than the gripper opens in every direction and has no rim to grasp (a plate)."""
+    lo, hi = geometry.bounds[obj]
+    return not any(w in obj for w in RIM_WORDS) and float(np.min(hi[:2] - lo[:2])) > MAX_GRIP_WIDTH
+
+
+def push_grip(view: SceneView, obj: str, u: np.ndarray) -> np.ndarray:
+    """Where the closed fingertips push the hollow ``obj`` along ``u``: inside it, at the foot of its wall.
+
+    Near the centre: pressing on a plate's wide sloped rim farther out tips the plate over its narrow base.
+    """
+    box = view.box(obj)
+    z = max(box[1, 2] - PUSH_DEPTH, box[0, 2] + PUSH_HEIGHT)
+    return np.array([*(box.mean(0)[:2] + PUSH_GRIP * half_width(view, obj) * u), z])
+
+
+def box_gap(points: np.ndarray, boxes: np.ndarray) -> float:
+    """Smallest horizontal distance between any of ``points`` (..., 2) and any of ``boxes`` (M, 2, 2)."""
+    if len(boxes) == 0:
+        return np.inf
+    p = points.reshape(-1, 1, 2)
+    gap = np.maximum(np.maximum(boxes[:, 0] - p, p - boxes[:, 1]), 0.0)
+    return float(np.sqrt((gap**2).sum(-1)).min())
+
+
+def leg_clearance(a: np.ndarray, b: np.ndarray, radius: float, grip: float, closing: np.ndarray,
+                  boxes: np.ndarray, tall: np.ndarray) -> float:
+    """Clearance of one leg of a push from the boxes of the other bodies.
+
+    The object (a disc of ``radius``) slides from ``a`` to ``b`` past ``boxes``; the hand, ``grip`` ahead of
+    its centre and as long as the fingers' ``closing`` direction, passes over all but the ``tall`` ones.
+    """
+    u = unit(b - a)
+    centres = a + np.linspace(0.0, 1.0, int(np.linalg.norm(b - a) / 0.01) + 2)[:, None] * (b - a)
+    hand = np.linspace(-HAND_HALF_LENGTH, HAND_HALF_LENGTH, 7)[:, None] * closing
+    return min(box_gap(centres, boxes) - radius, box_gap(centres[:, None] + grip * u + hand, tall) - FINGER_DEPTH)
+
+
+def push_path(view: SceneView, obj: str, region: str) -> list[np.ndarray]:
+    """Waypoints of ``obj``'s origin for a push into ``region``: straight there, or through one corner.
+
+    Of goals spread over the region and corners on a grid around start and goal (hardly farther from the
+    robot), the path keeping the object and the hand clearest of the other bodies, up to 1 cm; then the
+    shortest.
+    """
+    start = view.pos(obj)[:2]
+    centre = view.region_centre(region)[:2]
+    inset = np.maximum(view.geometry.regions[region].half_size[:2] - PUSH_GOAL_INSET, 0.0)
+    goals = [centre + inset * [i, j] for i in (-1, 0, 1) for j in (-1, 0, 1)]
+    lo, hi = np.minimum(start, centre) - 0.1, np.maximum(start, centre) + [PUSH_BEYOND, 0.1]
+    corners = [np.array([x, y]) for x in np.arange(lo[0], hi[0], PUSH_CORNERS)
+               for y in np.arange(lo[1], hi[1], PUSH_CORNERS)]
+
+    box = view.box(obj)
+    radius = 0.5 * float(np.max(box[1, :2] - box[0, :2]))
+    grip, closing = PUSH_GRIP * half_width(view, obj), view.state.ee_mat[:2, 0]
+    others = [view.box(b) for b in view.others(obj)]
+    hand_z = push_grip(view, obj, np.zeros(2))[2] + HAND_ABOVE
+    boxes, tall = np.array([b[:, :2] for b in others]), np.array([b[:, :2] for b in others if b[1, 2] > hand_z])
+    legs: dict[tuple[float, ...], float] = {}  # clearance of each leg, shared by the paths
+
+    def score(path: list[np.ndarray]) -> float:
+        for a, b in zip(path, path[1:]):
+            legs.setdefault((*a, *b), leg_clearance(a, b, radius, grip, closing, boxes, tall))
+        clearance = min(legs[(*a, *b)] for a, b in zip(path, path[1:]))
+        length = sum(float(np.linalg.norm(b - a)) for a, b in zip(path, path[1:]))
+        return min(clearance, 0.01) - 0.02 * length
+
+    paths = [[start, *via, goal] for goal in goals for via in ([], *([c] for c in corners))]
+    return max(paths, key=score)[1:]
+
+
+def push_leg(obj: str, waypoint: np.ndarray) -> Skill:
+    """Push the hollow ``obj`` from inside until its origin is at ``waypoint`` (or the fingertips slip out).
+
+    The fingertips move ahead at a steady pace and are steered sideways onto the line from the object's centre
+    to a point just beyond the waypoint, which brings an object sliding off course back. The wrist keeps its
+    yaw: turning it out at the arm's reach strains the arm to its joint limits.
+    """
+
+    def build(view: SceneView) -> Skill:
+        u = unit(waypoint - view.pos(obj)[:2])
+        start = push_grip(view, obj, u)
+        remaining = lambda v: float((waypoint - v.pos(obj)[:2]) @ u)  # noqa: E731
+
+        def towards(v: SceneView) -> np.ndarray:
+            heading = unit(waypoint + PUSH_PAST * u - v.pos(obj)[:2])
+            off_line = push_grip(v, obj, heading)[:2] - v.ee[:2]
+            off_line -= (off_line @ heading) * heading
+            ahead = np.clip(remaining(v), 0.005, PUSH_AHEAD) * heading
+            return np.array([*(v.ee[:2] + ahead + off_line), start[2]])  # start's height: a tilted box rises
+
+        def done(v: SceneView) -> bool:
+            slipped = np.linalg.norm(v.ee[:2] - v.centre(obj)[:2]) > 0.8 * half_width(v, obj)
+            return remaining(v) < PUSH_TOL or bool(slipped)
+
+        return drag(view, obj, start, yaw_of(view.state.ee_mat), towards, done, max_steps=150)
+
+    return Planned(build, attempts=1)
+
+
+def push(obj: str, region: str) -> Skill:
+    """Slide ``obj`` (too wide to grasp, hollow like a plate) over the table into the table ``region``.
+
+    Leg by leg along ``push_path``; planned again from where the object is if it is not inside after that.
+    """
+
+    def build(view: SceneView) -> Skill:
+        return Chain([push_leg(obj, waypoint) for waypoint in push_path(view, obj, region)])
+
+    def inside(view: SceneView) -> bool:
+        offset = view.pos(obj)[:2] - view.region_centre(region)[:2]
+        return bool(np.all(np.abs(offset) < view.geometry.regions[region].half_size[:2]))
+
+    return Planned(build, inside, attempts=3)
 
 
 # -- articulated fixtures -------------------------------------------------------------------------------
@@ -502,14 +656,8 @@ def clear_from_drawer(obj: str, joint: str, open_qpos: float) -> Skill:
         origin = view.pos(obj).copy()
         moved = lambda v: float((v.pos(obj) - origin)[:2] @ u) >= dist  # noqa: E731
         yaw = nearest_yaw(float(np.arctan2(u[1], u[0])), yaw_of(view.state.ee_mat))
-        travel = view.clear_height(view.ee, start, [obj]) + 0.04
-        return Chain([
-            MoveTo(lambda v: np.array([*start[:2], travel]), yaw, CLOSE, tol=0.03),
-            MoveTo(lambda v: start, yaw, CLOSE, tol=0.01, max_steps=30),
-            Until(MoveTo(lambda v: np.array([*(v.ee[:2] + 0.08 * u), start[2]]), yaw, CLOSE, tol=0.0,
-                         max_steps=30), moved),
-            MoveTo(lambda v: v.ee + [0.0, 0.0, 0.05], yaw, OPEN, tol=0.02, max_steps=6),
-        ])
+        return drag(view, obj, start, yaw, lambda v: np.array([*(v.ee[:2] + 0.08 * u), start[2]]), moved,
+                    max_steps=30)
 
     return Planned(build, attempts=1)
 
@@ -622,6 +770,8 @@ def _predicate_plan(task: TaskInfo, pred: tuple[str, ...]) -> Callable[[SceneGeo
             return lambda g: [pick(obj), place(obj, goal_on_body(obj, target))]
 
         def region_plan(g: SceneGeometry) -> list[Skill]:
+            if g.regions[target].parent is None and too_wide(g, obj):  # a plate onto a table region
+                return [push(obj, target)]
             pre = [s for j in g.regions[target].joints for s in opening(task, j)]
             return [*pre, pick(obj), place(obj, goal_in_region(obj, target, name == "on"))]
 
