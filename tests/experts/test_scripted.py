@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from tgrpo.envs import EnvConfig, LiberoEnv, TaskInfo
-from tgrpo.envs.libero_env import RegionGeometry, SceneGeometry
+from tgrpo.envs.libero_env import PartGeometry, PrivilegedState, RegionGeometry, SceneGeometry
+from tgrpo.envs.scene import SceneView
 from tgrpo.errors import ConfigError
 from tgrpo.experts import ScriptedExpert, supports
-from tgrpo.experts.scripted import DOWN, front_orientation, plan_for, rotation_error
+from tgrpo.experts.scripted import (DOWN, door, front_orientation, goal_behind_door, handle_grasp, plan_for,
+                                   rotation_error)
 
 
 def _task(goal: tuple[tuple[str, ...], ...]) -> TaskInfo:
@@ -21,16 +23,74 @@ def _task(goal: tuple[tuple[str, ...], ...]) -> TaskInfo:
 
 
 def test_unsupported_predicate_raises_naming_task_and_predicate() -> None:
-    task = _task((("close", "microwave_1"),))
+    task = _task((("close", "mug_1"),))
     assert not supports(task)
-    with pytest.raises(ConfigError, match=r"made_up_task.*'close', 'microwave_1'"):
+    with pytest.raises(ConfigError, match=r"made_up_task.*'close', 'mug_1'"):
         ScriptedExpert(task)
 
 
-def test_drawer_close_is_supported_but_not_other_fixtures() -> None:
+def test_drawers_and_fixtures_with_doors_can_be_closed_but_not_objects() -> None:
     drawer = "wooden_cabinet_1_bottom_region"
     assert supports(_task((("close", drawer), ("in", "mug_1", drawer))))
-    assert not supports(_task((("close", "microwave_1"),)))
+    assert supports(_task((("close", "microwave_1"),)))
+    assert not supports(_task((("close", "mug_1"),)))
+
+
+def _microwave_scene(q: float = -1.5) -> tuple[TaskInfo, SceneGeometry, PrivilegedState]:
+    """libero_10 9's scene (seed 0's geometry): a microwave opening towards -y, its door hinged at -x."""
+    task = TaskInfo(suite="libero_10", task_id=9, name="KITCHEN_SCENE6_put_the_mug_in_the_microwave_and_close_it",
+                    language="put the yellow and white mug in the microwave and close it",
+                    bddl_file="/nonexistent.bddl", max_steps=520,
+                    goal_predicates=(("In", "white_yellow_mug_1", "microwave_1_heating_region"),
+                                     ("Close", "microwave_1")),
+                    object_names=("porcelain_mug_1", "white_yellow_mug_1"), fixture_names=("microwave_1",),
+                    articulation_names=("microwave_1_microjoint",))
+    bounds = {"porcelain_mug_1": np.array([[-0.065, -0.049, 0.002], [0.06, 0.047, 0.108]]),
+              "white_yellow_mug_1": np.array([[-0.071, -0.053, 0.0], [0.068, 0.053, 0.103]]),
+              "microwave_1": np.array([[-0.289, -0.341, 0.0], [0.173, 0.111, 0.189]])}
+    region = RegionGeometry(parent="microwave_1", offset=np.array([0.0, 0.01, 0.096]),
+                            half_size=np.array([0.12, 0.0835, 0.08]))
+    door = PartGeometry(pos=np.array([-0.182, 0.269, 1.016]), axis=np.array([0.0, 0.0, 1.0]), qpos=-1.79,
+                        bounds=np.array([[-0.116, -0.253, -0.0925], [-0.001, 0.005, 0.0925]]))
+    geometry = SceneGeometry(bounds=bounds, regions={"microwave_1_heating_region": region},
+                             parts={"microwave_1_microjoint": door})
+    turn = [0.0, 0.0, 0.7071, -0.7071]  # xyzw: -90 degrees about z, the mugs' handles towards -y
+    state = PrivilegedState(
+        ee_pos=np.array([-0.21, 0.0, 1.17]), ee_mat=DOWN.copy(), gripper_qpos=np.array([0.04, -0.04]),
+        object_pos=np.array([[-0.085, -0.25, 0.898], [0.02, -0.02, 0.9], [-0.01, 0.357, 0.92]]),
+        object_quat=np.array([turn, turn, [0.0, 0.0, 0.0, 1.0]]), articulation_qpos=np.array([q]),
+        ee_quat=np.zeros(4), joint_pos=np.zeros(7), goal_flags=np.zeros(2, bool), success=np.array(False),
+        sim_state=np.zeros(1))
+    return task, geometry, state
+
+
+def test_microwave_plan_widens_the_door_carries_the_mug_in_by_its_handle_and_shuts_the_door() -> None:
+    """libero_10 9: a top-down hand would hit the microwave's ceiling, so the mug goes in through the front."""
+    task, geometry, state = _microwave_scene()
+    plan = plan_for(task)(geometry)
+    assert [skill.build.__qualname__.split(".")[0] for skill in plan] == [
+        "swing_door", "pick", "place_inside", "swing_door"]
+    view = SceneView(task, geometry, state)
+    door_ = door(view, "microwave_1_microjoint")
+    assert np.allclose(door_.shut, [1.0, 0.0, 0.0]) and np.allclose(door_.inward, [0.0, 1.0, 0.0])
+    assert 0.24 < door_.width < 0.28
+    # the mug goes to the region's depth, centred across the door's span, with its handle (towards -y) clear
+    # of the shut door
+    goal = goal_behind_door("white_yellow_mug_1", "microwave_1_heating_region", "microwave_1_microjoint")(view)
+    assert abs(goal[0] - (-0.182 + 0.5 * door_.width)) < 1e-6 and abs(goal[1] - 0.367) < 1e-6
+    assert goal[1] - 0.071 > 0.269
+    # handle grasp: fingers tilted towards the mug's body (+y) and down, closing across the handle (along x)
+    grasp = handle_grasp(view, "white_yellow_mug_1")
+    assert grasp.orient is not None
+    assert np.allclose(grasp.orient[:, 2], [0.0, np.sin(np.pi / 4), -np.cos(np.pi / 4)], atol=1e-6)
+    assert np.allclose(np.abs(grasp.orient[:, 0]), [1.0, 0.0, 0.0], atol=1e-6)
+    assert np.allclose(grasp.offset[:2], [0.0, -0.0635], atol=1e-3)  # on the handle's bar, 6 cm towards -y
+
+
+def test_door_widening_is_skipped_when_the_door_is_open_wide() -> None:
+    task, geometry, state = _microwave_scene(q=-2.0)
+    widen = plan_for(task)(geometry)[0]
+    assert widen.act(SceneView(task, geometry, state)) is None
 
 
 def test_front_orientation_points_fingers_and_closes_along_the_given_axes() -> None:
@@ -111,3 +171,9 @@ def test_opens_and_closes_drawers_from_a_random_placement(suite: str, task: int)
 def test_pushes_the_plate_to_the_front_of_the_stove_from_a_random_placement() -> None:
     """libero_goal 5, seed 0 (about 160 steps)."""
     _assert_solves_seeded_placement("libero_goal", 5)
+
+
+@pytest.mark.sim
+def test_puts_the_mug_in_the_microwave_and_shuts_it_from_a_random_placement() -> None:
+    """libero_10 9, seed 0 (about 380 steps)."""
+    _assert_solves_seeded_placement("libero_10", 9)

@@ -1,9 +1,10 @@
 """Scripted experts that solve LIBERO tasks from privileged simulator state.
 
 An expert turns the task's BDDL goal into a plan of small reusable skills (move above an object, descend,
-grasp, lift, carry, place, release, push a plate over the table, open or push shut a drawer, turn a knob) and
-executes it with proportional control on the end-effector position and orientation (top-down, or pointing into
-a cabinet for drawers), clipped to LIBERO's OSC_POSE action range.
+grasp, lift, carry, place, release, push a plate over the table, open or push shut a drawer, turn a knob,
+carry a mug by its handle into a microwave, swing its door) and executes it with proportional control on the
+end-effector position and orientation (top-down, pointing into a cabinet for drawers, or tilted for a mug's
+handle), clipped to LIBERO's OSC_POSE action range.
 
 Usage (the scene geometry comes from the environment once per episode)::
 
@@ -241,6 +242,7 @@ class Grasp:
 
     offset: np.ndarray
     yaw: float
+    orient: np.ndarray | None = None  # a full grip-site rotation instead of top-down at ``yaw``
 
 
 def grasp_candidates(view: SceneView, obj: str) -> list[tuple[float, np.ndarray, float, float, float]]:
@@ -316,22 +318,26 @@ def drawer_boxes(view: SceneView, obj: str) -> list[np.ndarray]:
     return [b for b in boxes if not np.all((b[0] <= centre) & (centre <= b[1]))]
 
 
-def pick(obj: str) -> Skill:
-    """Approach from above, descend, close the fingers and lift; retried if the object stays down."""
+def pick(obj: str, plan: Callable[[SceneView, str], Grasp] = plan_grasp) -> Skill:
+    """Approach from above, descend, close the fingers and lift; retried if the object stays down.
+
+    ``plan`` chooses the grasp (top-down by default; ``handle_grasp`` tilts the hand).
+    """
     start: dict[str, float] = {}
 
     def build(view: SceneView) -> Skill:
         start["z"] = float(view.pos(obj)[2])
-        grasp = plan_grasp(view, obj)
+        grasp = plan(view, obj)
+        yaw, orient = grasp.yaw, grasp.orient
         at = lambda v: v.pos(obj) + grasp.offset  # noqa: E731 - follows the object if it is nudged
         travel = max(view.clear_height(view.ee, at(view), [obj]), float(at(view)[2])) + 0.08
         above = lambda v: np.array([*at(v)[:2], travel])  # noqa: E731
         return Chain([
-            MoveTo(lambda v: np.array([*v.ee[:2], max(v.ee[2], travel)]), grasp.yaw, OPEN, tol=0.02),
-            MoveTo(above, grasp.yaw, OPEN, tol=0.015),
-            MoveTo(at, grasp.yaw, OPEN, tol=0.008, max_steps=40),
-            CloseGripper(grasp.yaw),
-            MoveTo(lambda v: at(view) + [0.0, 0.0, 0.04], grasp.yaw, CLOSE, tol=0.01, max_steps=15),
+            MoveTo(lambda v: np.array([*v.ee[:2], max(v.ee[2], travel)]), yaw, OPEN, tol=0.02, orient=orient),
+            MoveTo(above, yaw, OPEN, tol=0.015, orient=orient),
+            MoveTo(at, yaw, OPEN, tol=0.008, max_steps=40, orient=orient),
+            CloseGripper(yaw, orient=orient),
+            MoveTo(lambda v: at(view) + [0.0, 0.0, 0.04], yaw, CLOSE, tol=0.01, max_steps=15, orient=orient),
         ])
 
     def lifted(view: SceneView) -> bool:
@@ -348,12 +354,7 @@ def place(obj: str, goal: Callable[[SceneView], np.ndarray]) -> Skill:
 
     def build(view: SceneView) -> Skill:
         yaw = yaw_of(view.state.ee_mat)
-        drop = view.ee[2] - view.box(obj)[0, 2]  # how far the object hangs below the grip site
-        bottom = view.pos(obj)[2] - view.box(obj)[0, 2]  # object origin above its bottom
-        release = lambda v: v.ee + (goal(v) + [0.0, 0.0, bottom] - v.pos(obj))  # noqa: E731
-        target = release(view)
-        path_top = view.clear_height(view.ee, target, [obj], margin=0.06)
-        travel = max(path_top + drop + 0.03, target[2] + 0.06, view.ee[2])
+        release, travel = carry(view, obj, goal)
         return Chain([
             MoveTo(lambda v: np.array([*v.ee[:2], travel]), yaw, CLOSE, tol=0.02),
             MoveTo(lambda v: np.array([*release(v)[:2], travel]), yaw, CLOSE, tol=0.015, max_steps=80),
@@ -363,6 +364,17 @@ def place(obj: str, goal: Callable[[SceneView], np.ndarray]) -> Skill:
         ])
 
     return Planned(build)
+
+
+def carry(view: SceneView, obj: str, goal: Callable[[SceneView], np.ndarray]) -> tuple[Target, float]:
+    """Where the grip site releases the held ``obj`` at ``goal`` (see ``place``), and a travel height over
+    everything on the way there."""
+    drop = view.ee[2] - view.box(obj)[0, 2]  # how far the object hangs below the grip site
+    bottom = view.pos(obj)[2] - view.box(obj)[0, 2]  # object origin above its bottom
+    release = lambda v: v.ee + (goal(v) + [0.0, 0.0, bottom] - v.pos(obj))  # noqa: E731
+    target = release(view)
+    path_top = view.clear_height(view.ee, target, [obj], margin=0.06)
+    return release, max(path_top + drop + 0.03, target[2] + 0.06, view.ee[2])
 
 
 def goal_on_body(obj: str, target: str) -> Callable[[SceneView], np.ndarray]:
@@ -740,6 +752,178 @@ def turn_knob(joint: str, threshold: float) -> Skill:
     return Planned(build, lambda v: v.qpos(joint) >= threshold)
 
 
+# -- hinged doors (the microwave) ------------------------------------------------------------------------
+
+DOOR_CLOSED_ABOVE = -0.005  # LIBERO's microwave counts as closed above this door angle (0: shut)
+DOOR_WIDE_BELOW = -1.7  # a door opened this far (about 100 degrees) leaves the way to its opening free
+DOOR_MIN_WIDTH = 0.1  # a vertical hinge moving a part at least this wide is a door (not a knob)
+MUG_HANDLES = {"white_yellow_mug": 1.0, "porcelain_mug": -1.0}  # handle side along the mug's own x axis
+HANDLE_INSET = 0.0045  # handle grasp: grip site this far inside the handle's outer face (its bar's middle)
+HANDLE_HEIGHT = 0.55  # and at this fraction of the mug's height
+HANDLE_PITCH = np.deg2rad(45.0)  # fingers tilted this far from vertical towards the mug's body
+ENTRY_MARGIN = 0.03  # carried in: the object waits this far in front of the opening
+ENTRY_LIFT = 0.01  # and goes in this much above its release height
+DOOR_PUSH_AT = 0.7  # push a door at this fraction of its width from the hinge (inside its handle)
+DOOR_OUTSIDE = 0.04  # shutting: grip site this far out from the hinge's plane (just off the door's outer face)
+DOOR_INSIDE = 0.015  # opening: this far in from it (LIBERO's microwave door: inner face on the plane)
+DOOR_BELOW_TOP = 0.015  # and this far below the door's top edge (the hand passes above it)
+DOOR_AHEAD = 0.15  # servo the fingertips this many radians ahead along the door's arc
+
+
+def axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation by ``angle`` about the unit ``axis`` (Rodrigues)."""
+    k = np.array([[0.0, -axis[2], axis[1]], [axis[2], 0.0, -axis[0]], [-axis[1], axis[0], 0.0]])
+    return np.eye(3) + np.sin(angle) * k + (1.0 - np.cos(angle)) * k @ k
+
+
+@dataclass(frozen=True)
+class Door:
+    """A door on a vertical hinge; LIBERO's microwave door is shut at joint position 0 and opens negative."""
+
+    hinge: np.ndarray  # (3,) a point on the hinge's axis
+    axis: np.ndarray  # (3,) the joint axis
+    shut: np.ndarray  # (3,) horizontal unit vector from the hinge to the free edge when shut
+    width: float
+    top: float  # height of the door's top edge
+
+    def along(self, q: float) -> np.ndarray:
+        """Unit vector from the hinge to the free edge at joint position ``q``."""
+        return axis_rotation(self.axis, q) @ self.shut
+
+    def swing(self, q: float) -> np.ndarray:
+        """Way the door's points move as ``q`` grows (towards shut); its outer face looks the other way."""
+        return np.cross(self.axis, self.along(q))
+
+    @property
+    def inward(self) -> np.ndarray:
+        """Into the fixture through its opening."""
+        return self.swing(0.0)
+
+    def point(self, q: float, radius: float, out: float, z: float) -> np.ndarray:
+        """``radius`` from the hinge along the door at ``q``, ``out`` in front of the hinge's plane, at height ``z``."""
+        p = self.hinge + radius * self.along(q) - out * self.swing(q)
+        return np.array([p[0], p[1], z])
+
+
+def door(view: SceneView, joint: str) -> Door:
+    """The door moved by ``joint`` (its body's origin on the hinge), from the part's box at reset.
+
+    Shut, the door lies flush with a face of its fixture: of the fixture's horizontal axes, the one nearest
+    the direction of the box's middle turned back to joint position 0 (the box's middle alone is several
+    degrees off, its handle sticks out of the door).
+    """
+    part = view.geometry.parts[joint]
+    middle = part.bounds.mean(0) * [1.0, 1.0, 0.0]  # the door's middle, from the hinge at reset
+    guess = axis_rotation(part.axis, -part.qpos) @ middle
+    fixture = view.rot(next(b for b in view.task.body_names if joint.startswith(b)))
+    faces = [sign * unit(fixture[:, i] * [1.0, 1.0, 0.0]) for i in (0, 1) for sign in (1.0, -1.0)]
+    shut = max(faces, key=lambda f: float(f @ guess))
+    width = 2.0 * float(shut @ guess)
+    return Door(part.pos, part.axis, shut, width, float(part.pos[2] + part.bounds[1, 2]))
+
+
+def door_joint(task: TaskInfo, geometry: SceneGeometry, fixture: str) -> str | None:
+    """The joint of ``fixture``'s door (a vertical hinge moving a wide part), if it has one."""
+    for joint in task.articulation_names:
+        part = geometry.parts.get(joint)
+        if joint.startswith(fixture) and part is not None and abs(part.axis[2]) > 0.9 \
+                and float(np.linalg.norm(part.bounds[1, :2] - part.bounds[0, :2])) > DOOR_MIN_WIDTH:
+            return joint
+    return None
+
+
+def handle_side(obj: str) -> float | None:
+    """Side (+1 or -1) of ``obj``'s handle along its own x axis, for the mugs whose meshes are known."""
+    return MUG_HANDLES.get(obj.rsplit("_", 1)[0])
+
+
+def handle_grasp(view: SceneView, obj: str) -> Grasp:
+    """Grasp a mug by its handle, the fingers closing across the handle and tilted towards the mug's body.
+
+    Tilted by ``HANDLE_PITCH``, the hand stays behind and above the handle: carrying the mug in through a
+    microwave's opening, handle last, it passes under the ceiling (a top-down hand would hit it).
+    """
+    lo, hi = view.geometry.bounds[obj]
+    side = handle_side(obj)
+    rot = view.rot(obj)
+    bar = hi[0] - HANDLE_INSET if side > 0 else lo[0] + HANDLE_INSET
+    local = np.array([bar, 0.5 * (lo[1] + hi[1]), lo[2] + HANDLE_HEIGHT * (hi[2] - lo[2])])
+    out = unit(rot[:, 0] * side * [1.0, 1.0, 0.0])  # from the mug's body towards its handle
+    approach = -np.sin(HANDLE_PITCH) * out - np.cos(HANDLE_PITCH) * np.array([0.0, 0.0, 1.0])
+    orient = front_orientation(approach, np.cross([0.0, 0.0, 1.0], out), view.state.ee_mat)
+    return Grasp(rot @ local, yaw_of(view.state.ee_mat), orient)
+
+
+def goal_behind_door(obj: str, region: str, joint: str) -> Callable[[SceneView], np.ndarray]:
+    """Origin goal in ``region`` behind a door: the region's depth and release height, centred across the
+    door's span (the opening)."""
+    in_region = goal_in_region(obj, region, on_top=False)
+
+    def goal(v: SceneView) -> np.ndarray:
+        d = door(v, joint)
+        depth = float((v.region_centre(region) - d.hinge) @ d.inward)
+        middle = d.hinge + 0.5 * d.width * d.shut + depth * d.inward
+        return np.array([middle[0], middle[1], in_region(v)[2]])
+
+    return goal
+
+
+def place_inside(obj: str, goal: Callable[[SceneView], np.ndarray], joint: str) -> Skill:
+    """Carry the held ``obj`` in through the opening of the door of ``joint``, keeping the hand's orientation.
+
+    Over everything to just in front of the opening, lowered there, horizontally in just above its release
+    height, lowered, released; the hand backs out and turns top-down (as from a drawer).
+    """
+
+    def build(view: SceneView) -> Skill:
+        orient, yaw = view.state.ee_mat.copy(), yaw_of(view.state.ee_mat)
+        release, travel = carry(view, obj, goal)
+        d = door(view, joint)
+        reach = float(np.max((view.corners(obj) - view.ee) @ d.inward))  # the object ahead of the grip site
+        out = lambda v: float((release(v) - d.hinge) @ d.inward) + reach + ENTRY_MARGIN  # noqa: E731
+        lifted = lambda v: release(v) + [0.0, 0.0, ENTRY_LIFT]  # noqa: E731
+        front = lambda v: lifted(v) - out(v) * d.inward  # noqa: E731
+        return Chain([
+            MoveTo(lambda v: np.array([*v.ee[:2], travel]), yaw, CLOSE, tol=0.02, orient=orient),
+            MoveTo(lambda v: np.array([*front(v)[:2], travel]), yaw, CLOSE, tol=0.015, max_steps=80, orient=orient),
+            MoveTo(front, yaw, CLOSE, tol=0.015, max_steps=60, orient=orient),
+            MoveTo(lifted, yaw, CLOSE, tol=0.01, max_steps=60, orient=orient),
+            MoveTo(release, yaw, CLOSE, tol=0.01, max_steps=20, orient=orient),
+            Hold(OPEN, yaw, steps=6, orient=orient),
+            *front_leave(-d.inward, orient, OPEN, np.array([*front(view)[:2], travel])),
+        ])
+
+    return Planned(build)
+
+
+def swing_door(joint: str, done: Callable[[SceneView], bool], shut: bool = True) -> Skill:
+    """Push a door along its arc until ``done``: shut by its outer face, or open by its inner face.
+
+    The closed fingertips of a top-down hand press just below the door's top edge, where the hand (wider than
+    the fingertips) passes above it, at ``DOOR_PUSH_AT`` of its width; they are servoed ``DOOR_AHEAD`` ahead
+    along the door's arc at that radius. Skipped when already ``done``.
+    """
+    sign = 1.0 if shut else -1.0
+
+    def build(view: SceneView) -> Skill:
+        if done(view):
+            return Chain([])
+        d = door(view, joint)
+        radius, z = DOOR_PUSH_AT * d.width, d.top - DOOR_BELOW_TOP
+        out = DOOR_OUTSIDE if shut else -DOOR_INSIDE
+        at = lambda v, dq: d.point(v.qpos(joint) + dq, radius, out, z)  # noqa: E731
+        start = at(view, -sign * DOOR_AHEAD)
+        yaw, travel = yaw_of(view.state.ee_mat), max(view.ee[2], d.top + 0.1)
+        return Chain([
+            MoveTo(lambda v: np.array([*start[:2], travel]), yaw, CLOSE, tol=0.03, max_steps=80),
+            MoveTo(lambda v: start, yaw, CLOSE, tol=0.015, max_steps=40),
+            Until(MoveTo(lambda v: at(v, sign * DOOR_AHEAD), yaw, CLOSE, tol=0.0, max_steps=200), done),
+            MoveTo(lambda v: v.ee + [0.0, 0.0, 0.08], yaw, CLOSE, tol=0.02, max_steps=15),
+        ])
+
+    return Planned(build, done)
+
+
 # -- goal predicates -> plan ---------------------------------------------------------------------------
 
 DRAWER_OPEN_BELOW = -0.14  # LIBERO's cabinets count as open below this joint position
@@ -762,7 +946,7 @@ def _predicate_plan(task: TaskInfo, pred: tuple[str, ...]) -> Callable[[SceneGeo
     unsupported = ConfigError(
         f"ScriptedExpert cannot solve {task.suite} task {task.task_id} ({task.name}): goal predicate "
         f"{pred} is not supported; supported predicates: {', '.join(SUPPORTED)} "
-        "(drawers only for 'open' and 'close')"
+        "(drawers only for 'open'; drawers and hinged doors for 'close')"
     )
     if name in ("in", "on") and len(pred) == 3 and pred[1] in task.object_names:
         obj, target = pred[1], pred[2]
@@ -770,8 +954,16 @@ def _predicate_plan(task: TaskInfo, pred: tuple[str, ...]) -> Callable[[SceneGeo
             return lambda g: [pick(obj), place(obj, goal_on_body(obj, target))]
 
         def region_plan(g: SceneGeometry) -> list[Skill]:
-            if g.regions[target].parent is None and too_wide(g, obj):  # a plate onto a table region
+            parent = g.regions[target].parent
+            if parent is None and too_wide(g, obj):  # a plate onto a table region
                 return [push(obj, target)]
+            joint = door_joint(task, g, parent) if parent is not None and name == "in" else None
+            if joint is not None:  # into a microwave: door out of the way, mug by its handle, in through the front
+                if handle_side(obj) is None:
+                    raise unsupported
+                wide = lambda v: v.qpos(joint) < DOOR_WIDE_BELOW  # noqa: E731
+                return [swing_door(joint, wide, shut=False), pick(obj, handle_grasp),
+                        place_inside(obj, goal_behind_door(obj, target, joint), joint)]
             pre = [s for j in g.regions[target].joints for s in opening(task, j)]
             return [*pre, pick(obj), place(obj, goal_in_region(obj, target, name == "on"))]
 
@@ -780,6 +972,15 @@ def _predicate_plan(task: TaskInfo, pred: tuple[str, ...]) -> Callable[[SceneGeo
         return lambda g: [s for j in g.regions[pred[1]].joints for s in opening(task, j)]
     if name == "close" and len(pred) == 2 and pred[1].endswith("_region"):
         return lambda g: [close_drawer(j, DRAWER_CLOSED_ABOVE) for j in g.regions[pred[1]].joints]
+    if name == "close" and len(pred) == 2 and pred[1] in task.fixture_names:
+
+        def shut_door(g: SceneGeometry) -> list[Skill]:
+            joint = door_joint(task, g, pred[1])
+            if joint is None:
+                raise unsupported
+            return [swing_door(joint, lambda v: v.qpos(joint) > DOOR_CLOSED_ABOVE + 0.003)]
+
+        return shut_door
     if name == "turnon" and len(pred) == 2:
         joints = [j for j in task.articulation_names if j.startswith(pred[1])]
         if joints:
