@@ -37,8 +37,7 @@ def _apply(env, setting: dict) -> None:
 
     ctx = _context(env)
     if setting.get("msaa_off"):
-        env._env.sim.model.vis.quality.offsamples = 0
-        ctx._set_mujoco_context_and_buffers()  # the offscreen buffers take the sample count at creation
+        env.set_multisampling(0)
     if setting.get("shadows_off"):
         ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
     if setting.get("reflections_off"):

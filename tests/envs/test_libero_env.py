@@ -90,6 +90,25 @@ def test_cameras_render_requested_views_only():
         assert img.shape == (64, 64, 3) and img.dtype == np.uint8 and img.std() > 5
 
 
+def test_multisampling_off_changes_only_edges_and_survives_resets(object_env):
+    """Also: a second env with cameras in the same process is refused (its context would break the first's)."""
+    with LiberoEnv(EnvConfig(suite="libero_object", task=0, cameras=("agentview",), image_size=64)) as env:
+        default = env.reset(init_state=0).images["agentview"].astype(float)
+        env.set_multisampling(0)
+        for placement in ({"init_state": 0}, {"seed": 0}, {"init_state": 0}):  # the seeded one is a hard reset
+            aliased = env.reset(**placement).images["agentview"].astype(float)
+        diff = np.abs(aliased - default)
+        assert 0.2 < diff.mean() < 10 and (diff > 0).mean() < 0.5  # edges change, most pixels do not
+        env.set_multisampling(4)
+        np.testing.assert_array_equal(env.reset(init_state=0).images["agentview"], default)
+        with pytest.raises(ConfigError, match="multisamples"):
+            env.set_multisampling(-1)
+        with pytest.raises(ConfigError, match="another LiberoEnv with cameras"):
+            LiberoEnv(EnvConfig(suite="libero_object", task=0, cameras=("agentview",), image_size=64))
+    with pytest.raises(ConfigError, match="renders no cameras"):
+        object_env.set_multisampling(0)
+
+
 def test_random_placement_of_objects_on_fixtures_stays_on_them():
     """libero_spatial task 7: the bowl starts on the stove; a new placement must keep it there."""
     with LiberoEnv(EnvConfig(suite="libero_spatial", task=7, cameras=())) as env:

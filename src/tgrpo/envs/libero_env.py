@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import weakref
 from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any, Sequence
@@ -250,6 +251,11 @@ def axis_angle_from_quat(quat: np.ndarray) -> np.ndarray:
     return quat[..., :3] * scale[..., None]
 
 
+# LiberoEnvs with cameras alive in this process: a second one's offscreen context breaks the first's images
+# (measured with EGL: the first env then returns the same garbage frame for both cameras, unrendered)
+_RENDERING: "weakref.WeakSet[LiberoEnv]" = weakref.WeakSet()
+
+
 class LiberoEnv:
     """One LIBERO task environment with the LIBERO evaluation protocol built in.
 
@@ -259,7 +265,12 @@ class LiberoEnv:
     """
 
     def __init__(self, config: EnvConfig):
+        if config.renders and any(env._env is not None for env in _RENDERING):
+            raise ConfigError("another LiberoEnv with cameras is open in this process: robosuite's offscreen "
+                              "contexts collide and the first one's images come out wrong. Close it first, or run "
+                              "several environments in worker processes (tgrpo.rollout.EnvPool)")
         self.config = config
+        self._env = None
         configure_rendering(config.render_backend)
         suite = _benchmark(config.suite)
         self.task_id = resolve_task(config.suite, config.task)
@@ -314,6 +325,9 @@ class LiberoEnv:
         self._arm_qpos_addr = np.array(robot._ref_joint_pos_indexes, dtype=np.int64)
         self._finger_qpos_addr = np.array(robot._ref_gripper_joint_pos_indexes, dtype=np.int64)
         self._camera_keys = {c: f"{CAMERA_NAMES[c]}_image" for c in config.cameras}
+        self._multisamples: int | None = None  # None: the scene file's own (LIBERO asks for 4)
+        if config.renders:
+            _RENDERING.add(self)
         self.steps = 0
 
     # -- episode control -------------------------------------------------------------------------------
@@ -346,6 +360,7 @@ class LiberoEnv:
         # this, an episode would depend on how the previous one ended.
         gripper = self._env.env.robots[0].gripper
         gripper.current_action = np.zeros_like(gripper.current_action)
+        self._apply_multisampling()  # a hard reset rebuilt the model with the scene file's sample count
         if init_state is not None:
             self._env.set_init_state(self._init_states[int(init_state)])
         obs = None
@@ -367,6 +382,28 @@ class LiberoEnv:
             raise ConfigError(f"sim state has shape {sim_state.shape}, this task's states have ({expected},)")
         self._env.set_init_state(sim_state)
         return Observation(state=self.privileged_state(), scene=self.scene_geometry())
+
+    def set_multisampling(self, samples: int) -> None:
+        """Render the cameras with ``samples``-fold multisample anti-aliasing from now on, resets included.
+
+        LIBERO's scene files ask for 4 (the demonstrations and every policy here saw those images); 0 turns
+        it off, which renders about 1.33x faster and changes the images at object edges (docs/performance.md).
+        """
+        if not self.config.renders:
+            raise ConfigError("multisampling applies to camera images; this environment renders no cameras")
+        if not 0 <= samples <= 16:
+            raise range_error("multisamples", samples, 0, 16)
+        self._multisamples = int(samples)
+        self._apply_multisampling()
+
+    def _apply_multisampling(self) -> None:
+        sim = self._env.env.sim
+        if self._multisamples is None or sim.model.vis.quality.offsamples == self._multisamples:
+            return
+        sim.model.vis.quality.offsamples = self._multisamples
+        context = sim._render_context_offscreen
+        context.gl_ctx.make_current()
+        context._set_mujoco_context_and_buffers()  # robosuite's: the buffers take the sample count when made
 
     def step(self, action: np.ndarray) -> Observation:
         """Apply one 7-d action (xyz delta, axis-angle delta, gripper -1 open / +1 close), each in [-1, 1]."""
