@@ -12,8 +12,8 @@ from tgrpo.envs.libero_env import PartGeometry, PrivilegedState, RegionGeometry,
 from tgrpo.envs.scene import SceneView
 from tgrpo.errors import ConfigError
 from tgrpo.experts import ScriptedExpert, supports
-from tgrpo.experts.scripted import (DOWN, door, front_orientation, goal_behind_door, handle_grasp, plan_for,
-                                   rotation_error)
+from tgrpo.experts.scripted import (DOWN, SLOT_GAP, door, front_orientation, goal_behind_door, goal_in_region,
+                                   handle_grasp, plan_for, rotation_error)
 
 
 def _task(goal: tuple[tuple[str, ...], ...]) -> TaskInfo:
@@ -36,6 +36,14 @@ def test_drawers_and_fixtures_with_doors_can_be_closed_but_not_objects() -> None
     assert not supports(_task((("close", "mug_1"),)))
 
 
+def _rest_state(object_pos: np.ndarray, object_quat: np.ndarray, qpos: np.ndarray, goals: int) -> PrivilegedState:
+    """A state with the robot at its rest pose (top-down, gripper open) and the bodies where given."""
+    return PrivilegedState(
+        ee_pos=np.array([-0.21, 0.0, 1.17]), ee_mat=DOWN.copy(), gripper_qpos=np.array([0.04, -0.04]),
+        object_pos=object_pos, object_quat=object_quat, articulation_qpos=qpos, ee_quat=np.zeros(4),
+        joint_pos=np.zeros(7), goal_flags=np.zeros(goals, bool), success=np.array(False), sim_state=np.zeros(1))
+
+
 def _microwave_scene(q: float = -1.5) -> tuple[TaskInfo, SceneGeometry, PrivilegedState]:
     """libero_10 9's scene (seed 0's geometry): a microwave opening towards -y, its door hinged at -x."""
     task = TaskInfo(suite="libero_10", task_id=9, name="KITCHEN_SCENE6_put_the_mug_in_the_microwave_and_close_it",
@@ -55,12 +63,8 @@ def _microwave_scene(q: float = -1.5) -> tuple[TaskInfo, SceneGeometry, Privileg
     geometry = SceneGeometry(bounds=bounds, regions={"microwave_1_heating_region": region},
                              parts={"microwave_1_microjoint": door})
     turn = [0.0, 0.0, 0.7071, -0.7071]  # xyzw: -90 degrees about z, the mugs' handles towards -y
-    state = PrivilegedState(
-        ee_pos=np.array([-0.21, 0.0, 1.17]), ee_mat=DOWN.copy(), gripper_qpos=np.array([0.04, -0.04]),
-        object_pos=np.array([[-0.085, -0.25, 0.898], [0.02, -0.02, 0.9], [-0.01, 0.357, 0.92]]),
-        object_quat=np.array([turn, turn, [0.0, 0.0, 0.0, 1.0]]), articulation_qpos=np.array([q]),
-        ee_quat=np.zeros(4), joint_pos=np.zeros(7), goal_flags=np.zeros(2, bool), success=np.array(False),
-        sim_state=np.zeros(1))
+    state = _rest_state(np.array([[-0.085, -0.25, 0.898], [0.02, -0.02, 0.9], [-0.01, 0.357, 0.92]]),
+                        np.array([turn, turn, [0.0, 0.0, 0.0, 1.0]]), np.array([q]), goals=2)
     return task, geometry, state
 
 
@@ -122,6 +126,51 @@ def test_a_plate_is_pushed_to_a_table_region_and_a_bowl_carried(obj: str, skills
     assert [skill.build.__qualname__.split(".")[0] for skill in plan] == skills
 
 
+def _moka_scene() -> tuple[TaskInfo, SceneGeometry, PrivilegedState]:
+    """libero_10 8 (seed 0's geometry): two moka pots onto the cook region of a stove that starts on."""
+    region = "flat_stove_1_cook_region"
+    task = TaskInfo(suite="libero_10", task_id=8, name="KITCHEN_SCENE8_put_both_moka_pots_on_the_stove",
+                    language="put both moka pots on the stove", bddl_file="/nonexistent.bddl", max_steps=520,
+                    goal_predicates=(("on", "moka_pot_1", region), ("on", "moka_pot_2", region),
+                                     ("turnon", "flat_stove_1")),
+                    object_names=("moka_pot_1", "moka_pot_2"), fixture_names=("flat_stove_1",),
+                    articulation_names=("flat_stove_1_button",))
+    pot = np.array([[-0.0406, -0.0563, -0.0661], [0.0408, 0.0912, 0.0857]])  # 8 cm wide, 15 cm with its handle
+    bounds = {"moka_pot_1": pot, "moka_pot_2": pot,
+              "flat_stove_1": np.array([[-0.054, -0.095, -0.02], [0.245, 0.095, 0.05]])}
+    regions = {region: RegionGeometry(parent="flat_stove_1", offset=np.array([0.15, 0.0, 0.0]),
+                                      half_size=np.array([0.075, 0.075, 0.003]))}
+    knob = PartGeometry(pos=np.array([-0.194, -0.199, 0.905]), axis=np.array([0.0, 0.0, 1.0]), qpos=1.11,
+                        bounds=np.array([[-0.054, -0.054, 0.0], [0.047, 0.046, 0.05]]))
+    geometry = SceneGeometry(bounds=bounds, regions=regions, parts={"flat_stove_1_button": knob})
+    state = _rest_state(np.array([[-0.029, 0.229, 0.966], [0.026, 0.067, 0.966], [-0.194, -0.199, 0.905]]),
+                        np.array([[0.0, 0.0, 0.0, 1.0]] * 3), np.array([1.11]), goals=3)
+    return task, geometry, state
+
+
+def test_two_moka_pots_go_side_by_side_onto_the_stove_and_the_knob_already_on_is_left_alone() -> None:
+    """libero_10 8: the cook region (15 cm square) holds both pots only side by side along their 8 cm width."""
+    task, geometry, state = _moka_scene()
+    plan = plan_for(task)(geometry)
+    assert [skill.build.__qualname__.split(".")[0] for skill in plan] == ["turn_knob", "pick", "place", "pick",
+                                                                         "place"]
+    view = SceneView(task, geometry, state)
+    assert plan[0].act(view) is None  # the stove starts on
+    region, sharing = "flat_stove_1_cook_region", ("moka_pot_1", "moka_pot_2")
+    centre = view.region_centre(region)
+    goals = [goal_in_region(pot, region, True, sharing)(view) for pot in sharing]
+    for goal in goals:  # the origins (which LIBERO checks) inside the region, on the stove's top
+        assert np.all(np.abs(goal[:2] - centre[:2]) < 0.075 - 0.01) and goal[2] > view.box("flat_stove_1")[1, 2]
+    assert abs(goals[0][1] - centre[1]) < 1e-9 and abs(goals[1][1] - centre[1]) < 1e-9  # a row along x
+    assert goals[1][0] - goals[0][0] >= 0.0814 + SLOT_GAP - 1e-3  # the pots' boxes SLOT_GAP apart
+    # the second pot keeps that gap from wherever the first one actually ended (here 1 cm further +x)
+    state.object_pos[0, :2] = goals[0][:2] + [0.01, 0.0]
+    moved = goal_in_region("moka_pot_2", region, True, sharing)(SceneView(task, geometry, state))
+    assert abs(moved[0] - goals[1][0] - 0.01) < 1e-3
+    # alone in a region (or dropped into a basket), an object goes to the centre
+    assert np.allclose(goal_in_region("moka_pot_1", region, True)(view)[:2], centre[:2])
+
+
 def test_act_without_scene_geometry_raises() -> None:
     expert = ScriptedExpert(_task((("in", "mug_1", "microwave_1_heating_region"),)))
     expert.reset()
@@ -177,3 +226,9 @@ def test_pushes_the_plate_to_the_front_of_the_stove_from_a_random_placement() ->
 def test_puts_the_mug_in_the_microwave_and_shuts_it_from_a_random_placement() -> None:
     """libero_10 9, seed 0 (about 380 steps)."""
     _assert_solves_seeded_placement("libero_10", 9)
+
+
+@pytest.mark.sim
+def test_puts_both_moka_pots_on_the_stove_from_a_random_placement() -> None:
+    """libero_10 8, seed 0 (about 320 steps)."""
+    _assert_solves_seeded_placement("libero_10", 8)

@@ -382,19 +382,51 @@ def goal_on_body(obj: str, target: str) -> Callable[[SceneView], np.ndarray]:
     return lambda v: np.array([*v.centre(target)[:2], v.box(target)[1, 2] + 0.012])
 
 
-def goal_in_region(obj: str, region: str, on_top: bool) -> Callable[[SceneView], np.ndarray]:
-    """Object origin goal for a region: inside it (``in``) or resting on what lies under it (``on``)."""
+def goal_in_region(obj: str, region: str, on_top: bool,
+                   sharing: tuple[str, ...] = ()) -> Callable[[SceneView], np.ndarray]:
+    """Object origin goal for a region: inside it (``in``) or resting on what lies under it (``on``).
+
+    At the region's centre, or in ``obj``'s slot when several objects go into it (``region_slot``).
+    """
 
     def goal(v: SceneView) -> np.ndarray:
         centre = v.region_centre(region)
         half = v.geometry.regions[region].half_size
+        xy = region_slot(v, obj, region, sharing) if len(sharing) > 1 else centre[:2]
         if on_top:
-            z = max(centre[2] + half[2], v.surface_height(centre[:2], [obj])) + 0.015
+            z = max(centre[2] + half[2], v.surface_height(xy, [obj])) + 0.015
         else:
-            z = max(centre[2] - half[2], v.surface_height(centre[:2], [obj]) if half[2] < 0.01 else -np.inf) + 0.02
-        return np.array([centre[0], centre[1], z])
+            z = max(centre[2] - half[2], v.surface_height(xy, [obj]) if half[2] < 0.01 else -np.inf) + 0.02
+        return np.array([xy[0], xy[1], z])
 
     return goal
+
+
+SLOT_GAP = 0.02  # objects sharing a region stand this far apart
+SLOT_INSET = 0.01  # with their origins at least this far inside the region
+
+
+def region_slot(view: SceneView, obj: str, region: str, sharing: tuple[str, ...]) -> np.ndarray:
+    """Origin xy of ``obj`` in ``region``, which the objects ``sharing`` (in the order they are placed) go into.
+
+    Side by side, ``SLOT_GAP`` apart, along the region's horizontal axis that leaves the most room (from their
+    boxes as they stand, keeping their yaw when carried), the row centred on the region; and clear of the
+    objects placed before by that gap wherever they actually ended. Across the row, the origins are centred.
+    """
+    centre = view.region_centre(region)[:2]
+    half = np.maximum(view.geometry.regions[region].half_size[:2] - SLOT_INSET, 0.0)
+    boxes = np.array([view.box(o)[:, :2] for o in sharing])
+    widths = boxes[:, 1] - boxes[:, 0]
+    axis = int(np.argmin(widths.sum(0) - 2.0 * half))
+    i = sharing.index(obj)
+    row = widths[:, axis].sum() + SLOT_GAP * (len(sharing) - 1)
+    low = centre[axis] - 0.5 * row + widths[:i, axis].sum() + SLOT_GAP * i  # low edge of obj's box
+    placed = [j for j in range(i) if np.all(np.abs(view.pos(sharing[j])[:2] - centre) < half + SLOT_INSET)]
+    low = max([low, *(boxes[placed, 1, axis] + SLOT_GAP)])
+    origin = view.pos(obj)[:2] - boxes[i].mean(0)  # origin from the box's middle
+    xy = centre.copy()
+    xy[axis] = low + 0.5 * widths[i, axis] + origin[axis]
+    return np.clip(xy, centre - half, centre + half)
 
 
 # -- dragging and pushing over the table -------------------------------------------------------------------
@@ -732,9 +764,14 @@ def close_drawer(joint: str, threshold: float) -> Skill:
 
 
 def turn_knob(joint: str, threshold: float) -> Skill:
-    """Grasp a stove knob top-down and twist the wrist about the knob's vertical axis until on."""
+    """Grasp a stove knob top-down and twist the wrist about the knob's vertical axis until on.
+
+    Skipped when already on (libero_10 8's stove starts on).
+    """
 
     def build(view: SceneView) -> Skill:
+        if view.qpos(joint) >= threshold:
+            return Chain([])
         box = view.part_box(joint)
         top = box[1, 2]
         knob = np.array([*box.mean(0)[:2], top - 0.012])
@@ -965,7 +1002,9 @@ def _predicate_plan(task: TaskInfo, pred: tuple[str, ...]) -> Callable[[SceneGeo
                 return [swing_door(joint, wide, shut=False), pick(obj, handle_grasp),
                         place_inside(obj, goal_behind_door(obj, target, joint), joint)]
             pre = [s for j in g.regions[target].joints for s in opening(task, j)]
-            return [*pre, pick(obj), place(obj, goal_in_region(obj, target, name == "on"))]
+            # objects set down on the same surface stand side by side (dropped in a basket, they settle together)
+            sharing = tuple(p[1] for p in task.goal_predicates if p[0].lower() == "on" == name and p[2] == target)
+            return [*pre, pick(obj), place(obj, goal_in_region(obj, target, name == "on", sharing))]
 
         return region_plan
     if name == "open" and len(pred) == 2 and pred[1].endswith("_region"):
