@@ -23,11 +23,19 @@ def quat_to_mat(quat: np.ndarray) -> np.ndarray:
     ])
 
 
+def box_gap(points: np.ndarray, boxes: np.ndarray) -> float:
+    """Smallest 2-d distance between any of ``points`` (..., 2) and any of the axis-aligned ``boxes``
+    (M, 2, 2) (0 inside one; infinite without boxes)."""
+    if len(boxes) == 0:
+        return np.inf
+    p = np.reshape(points, (-1, 1, 2))
+    gap = np.maximum(np.maximum(boxes[:, 0] - p, p - boxes[:, 1]), 0.0)
+    return float(np.min(np.linalg.norm(gap, axis=-1)))
+
+
 def segment_box_distance(a: np.ndarray, b: np.ndarray, box: np.ndarray, samples: int = 9) -> float:
     """Approximate 2-d distance between segment ``a``-``b`` and the axis-aligned box ``box`` (2, 2)."""
-    pts = a + np.linspace(0.0, 1.0, samples)[:, None] * (b - a)
-    gap = np.maximum(np.maximum(box[0] - pts, pts - box[1]), 0.0)
-    return float(np.min(np.linalg.norm(gap, axis=1)))
+    return box_gap(a + np.linspace(0.0, 1.0, samples)[:, None] * (b - a), box[None])
 
 
 def gripper_opening(state: PrivilegedState) -> float:

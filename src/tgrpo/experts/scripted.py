@@ -28,7 +28,7 @@ from typing import Callable
 import numpy as np
 
 from tgrpo.envs.libero_env import PrivilegedState, SceneGeometry, TaskInfo
-from tgrpo.envs.scene import SceneView, gripper_opening, segment_box_distance
+from tgrpo.envs.scene import SceneView, box_gap, gripper_opening, segment_box_distance
 from tgrpo.errors import ConfigError
 
 OPEN, CLOSE = -1.0, 1.0
@@ -53,6 +53,10 @@ SUPPORTED = ("in", "on", "open", "close", "turnon")
 def rot_z(angle: float) -> np.ndarray:
     c, s = np.cos(angle), np.sin(angle)
     return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return v / max(float(np.linalg.norm(v)), 1e-9)
 
 
 def rotation_error(target: np.ndarray, current: np.ndarray) -> np.ndarray:
@@ -288,8 +292,7 @@ def rim_point(view: SceneView, obj: str, direction: np.ndarray) -> np.ndarray:
     """
     lo, hi = view.geometry.bounds[obj]
     rot = view.rot(obj)
-    local_dir = (rot.T @ np.array([*direction, 0.0]))[:2]
-    local_dir /= max(np.linalg.norm(local_dir), 1e-9)
+    local_dir = unit((rot.T @ np.array([*direction, 0.0]))[:2])
     radius = 0.5 * float(np.min(hi[:2] - lo[:2])) - RIM_INSET
     local = np.array([*((lo[:2] + hi[:2]) / 2 + radius * local_dir), hi[2] - min(RIM_DEPTH, 0.5 * (hi[2] - lo[2]))])
     return view.pos(obj) + rot @ local
@@ -442,14 +445,16 @@ PUSH_CORNERS = 0.03  # spacing of the candidate corners of a push path
 PUSH_BEYOND = 0.03  # corners at most this much farther from the robot (+x) than start and goal: its reach
 
 
-def unit(v: np.ndarray) -> np.ndarray:
-    return v / max(float(np.linalg.norm(v)), 1e-9)
-
-
 def half_width(view: SceneView, obj: str) -> float:
     """Half the smaller horizontal extent of ``obj``'s box."""
     box = view.box(obj)
     return 0.5 * float(np.min(box[1, :2] - box[0, :2]))
+
+
+def outer_radius(view: SceneView, obj: str) -> float:
+    """Half the larger horizontal extent of ``obj``'s box: the radius of a round object."""
+    box = view.box(obj)
+    return 0.5 * float(np.max(box[1, :2] - box[0, :2]))
 
 
 def drag(view: SceneView, obj: str, start: np.ndarray, yaw: float, towards: Target,
@@ -481,15 +486,6 @@ def push_grip(view: SceneView, obj: str, u: np.ndarray) -> np.ndarray:
     return np.array([*(box.mean(0)[:2] + PUSH_GRIP * half_width(view, obj) * u), z])
 
 
-def box_gap(points: np.ndarray, boxes: np.ndarray) -> float:
-    """Smallest horizontal distance between any of ``points`` (..., 2) and any of ``boxes`` (M, 2, 2)."""
-    if len(boxes) == 0:
-        return np.inf
-    p = points.reshape(-1, 1, 2)
-    gap = np.maximum(np.maximum(boxes[:, 0] - p, p - boxes[:, 1]), 0.0)
-    return float(np.sqrt((gap**2).sum(-1)).min())
-
-
 def leg_clearance(a: np.ndarray, b: np.ndarray, radius: float, grip: float, closing: np.ndarray,
                   boxes: np.ndarray, tall: np.ndarray) -> float:
     """Clearance of one leg of a push from the boxes of the other bodies.
@@ -518,8 +514,7 @@ def push_path(view: SceneView, obj: str, region: str) -> list[np.ndarray]:
     corners = [np.array([x, y]) for x in np.arange(lo[0], hi[0], PUSH_CORNERS)
                for y in np.arange(lo[1], hi[1], PUSH_CORNERS)]
 
-    box = view.box(obj)
-    radius = 0.5 * float(np.max(box[1, :2] - box[0, :2]))
+    radius = outer_radius(view, obj)
     grip, closing = PUSH_GRIP * half_width(view, obj), view.state.ee_mat[:2, 0]
     others = [view.box(b) for b in view.others(obj)]
     hand_z = push_grip(view, obj, np.zeros(2))[2] + HAND_ABOVE
@@ -594,8 +589,7 @@ PUSH_TILT = np.deg2rad(45.0)  # pushing a drawer shut: fingers tilted this far f
 
 def slide_direction(view: SceneView, joint: str) -> np.ndarray:
     """Horizontal unit vector along which the drawer of ``joint`` opens (LIBERO's cabinets: negative qpos)."""
-    pull = -view.geometry.parts[joint].axis * np.array([1.0, 1.0, 0.0])
-    return pull / np.linalg.norm(pull)
+    return unit(-view.geometry.parts[joint].axis * np.array([1.0, 1.0, 0.0]))
 
 
 def drawer_front(view: SceneView, joint: str, pull: np.ndarray) -> np.ndarray:
@@ -655,10 +649,8 @@ def imagined(view: SceneView, obj: str, shift: np.ndarray, joint: str, qpos: flo
 
 def body_gap(view: SceneView, obj: str) -> float:
     """Smallest horizontal gap between the round (hollow) ``obj`` and the boxes of the other bodies."""
-    box = view.box(obj)
-    centre, radius = box.mean(0)[:2], 0.5 * float(np.max(box[1, :2] - box[0, :2]))
-    boxes = map(view.box, view.others(obj))
-    return float(min((segment_box_distance(centre, centre, b[:, :2]) - radius for b in boxes), default=np.inf))
+    boxes = np.array([view.box(b)[:, :2] for b in view.others(obj)])
+    return box_gap(view.box(obj).mean(0)[:2], boxes) - outer_radius(view, obj)
 
 
 def clearing_shift(view: SceneView, obj: str, joint: str, open_qpos: float) -> np.ndarray:
@@ -695,7 +687,7 @@ def clear_from_drawer(obj: str, joint: str, open_qpos: float) -> Skill:
             return Chain([])
         u = shift / dist
         box = view.box(obj)
-        inset = 0.5 * float(np.min(box[1, :2] - box[0, :2])) - 0.025  # fingertips this far out from the centre
+        inset = half_width(view, obj) - 0.025  # fingertips this far out from the centre
         start = np.array([*(box.mean(0)[:2] + inset * u), box[1, 2] - 0.015])
         origin = view.pos(obj).copy()
         moved = lambda v: float((v.pos(obj) - origin)[:2] @ u) >= dist  # noqa: E731
