@@ -55,7 +55,7 @@ from tgrpo.config import apply_overrides, parse_index_list, train_config_from_di
 from tgrpo.envs.suites import NUM_INIT_STATES, SUITES, get_suite
 from tgrpo.data.hdf5 import default_demo_path, find_task_demo_file
 from tgrpo.errors import ConfigError, TgrpoError, choice_error
-from tgrpo.evaluation import EPISODES_FILE, mcnemar_exact_p, read_episodes
+from tgrpo.evaluation import EPISODES_FILE, EvalConfig, mcnemar_exact_p, read_episodes
 
 SFT = "SFT"
 _KEYS = ("out", "tasks", "seeds", "demos", "sft", "train", "eval", "methods", "adopt")
@@ -291,6 +291,13 @@ class ExperimentConfig:
             return Path(adopted.path)
         return Path(self.out) / "runs" / slug(method) / suite / f"task{task}" / f"seed{seed}"
 
+    def sft_eval_config(self, run: Run) -> EvalConfig:
+        """The evaluation of the SFT cell ``run``: its SFT checkpoint, greedy, with the training runs'
+        ``max_steps`` (as their own evaluations), on the grid's init states."""
+        return EvalConfig(suite=run.suite, tasks=(run.task,), init_states=self.eval_init_states,
+                          num_envs=self.eval_envs, max_steps=self.train.get("rollout", {}).get("max_steps"),
+                          out=str(self.eval_dir(run)), checkpoint=str(self.sft_checkpoint(run.suite, run.seed)))
+
     def train_config(self, method: Method, suite: str, task: int, seed: int):
         data = json.loads(json.dumps(self.train))
         data.setdefault("eval_every", 0)
@@ -380,17 +387,16 @@ class ExperimentConfig:
         if not file.exists() or not (path / EPISODES_FILE).exists():
             raise ConfigError(f"{where}: not a finished evaluation directory (no results.json and {EPISODES_FILE})")
         ev = json.loads(file.read_text()).get("config", {})
-        want = self.sft_checkpoint(suite, seed)
+        cell = self.sft_eval_config(Run(method, suite, task, seed, str(path)))
         if not ev.get("checkpoint"):
             raise ConfigError(f"{where}: the evaluation does not record which checkpoint it evaluated (made before "
-                              f"tgrpo recorded it); leave it out and the grid evaluates {want}")
+                              f"tgrpo recorded it); leave it out and the grid evaluates {cell.checkpoint}")
         problems = []
-        if Path(ev["checkpoint"]).resolve() != want.resolve():
-            problems.append(f"checkpoint {ev['checkpoint']} (the cell: {want})")
-        max_steps = self.train.get("rollout", {}).get("max_steps")
-        for key, value in (("suite", suite), ("max_steps", max_steps), ("temperature", 0.0)):
-            if ev.get(key) != value:
-                problems.append(f"{key} {ev.get(key)!r} (the cell: {value!r})")
+        if Path(ev["checkpoint"]).resolve() != Path(cell.checkpoint).resolve():
+            problems.append(f"checkpoint {ev['checkpoint']} (the cell: {cell.checkpoint})")
+        for key in ("suite", "max_steps", "temperature"):
+            if ev.get(key) != getattr(cell, key):
+                problems.append(f"{key} {ev.get(key)!r} (the cell: {getattr(cell, key)!r})")
         done = read_episodes(path)
         missing = [i for i in self.eval_init_states if (task, i) not in done]
         if missing:
@@ -408,7 +414,7 @@ def _stage(text: str) -> None:
 def run_experiment(cfg: ExperimentConfig) -> dict:
     """Run every unfinished cell of the grid in order, then aggregate. Rerunning continues where it stopped."""
     from tgrpo.data.collect import collect_task
-    from tgrpo.evaluation import EvalConfig, evaluate
+    from tgrpo.evaluation import evaluate
     from tgrpo.policy.config import PolicyConfig
     from tgrpo.policy.registry import load_policy
     from tgrpo.sft import SFTConfig, train_sft
@@ -436,11 +442,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
         _stage(f"run {i + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}")
         t0 = time.perf_counter()
         if run.method == SFT:
-            policy = load_policy(cfg.sft_checkpoint(run.suite, run.seed))
-            max_steps = cfg.train.get("rollout", {}).get("max_steps")  # as the training runs' evaluations
-            evaluate(policy, EvalConfig(suite=run.suite, tasks=(run.task,), init_states=cfg.eval_init_states,
-                                        num_envs=cfg.eval_envs, max_steps=max_steps, out=str(cfg.eval_dir(run)),
-                                        checkpoint=str(cfg.sft_checkpoint(run.suite, run.seed))))
+            ecfg = cfg.sft_eval_config(run)
+            evaluate(load_policy(ecfg.checkpoint), ecfg)
         else:
             train(cfg.train_config(cfg.method(run.method), run.suite, run.task, run.seed))
         record = Path(run.path) / "run.json"
