@@ -153,6 +153,14 @@ def test_images_change_the_action_distribution(policy):
     assert (a - b).abs().max() > 1e-4
 
 
+def _ascend(opt: torch.optim.Optimizer, logp: torch.Tensor) -> None:
+    """One optimizer step raising the mean of ``logp``."""
+    loss = -logp.mean()
+    opt.zero_grad()
+    loss.backward()
+    opt.step()
+
+
 def test_reference_context_gives_the_base_model_after_training():
     torch.manual_seed(0)
     policy = TinyVLA(PolicyConfig(size=SMALL, image_size=64))
@@ -165,10 +173,7 @@ def test_reference_context_gives_the_base_model_after_training():
     assert trainable and all("lora_" in n for n, p in policy.named_parameters() if p.requires_grad)
     opt = torch.optim.AdamW(trainable, lr=1e-2)
     for _ in range(3):
-        loss = -policy.token_logprobs(*batch, bins).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        _ascend(opt, policy.token_logprobs(*batch, bins))
     with torch.no_grad():
         tuned = policy.token_logprobs(*batch, bins)
         with policy.reference():
@@ -184,10 +189,7 @@ def _tuned_lora_policy(merge: bool = True) -> TinyVLA:
     batch = _batch(policy, _obs(2), [INSTR] * 2)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
     for _ in range(2):
-        loss = -policy.token_logprobs(*batch, torch.randint(0, 256, (2, 7))).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        _ascend(opt, policy.token_logprobs(*batch, torch.randint(0, 256, (2, 7))))
     return policy
 
 
@@ -197,7 +199,7 @@ def test_merged_lora_sampling_is_the_adapted_policy_and_follows_each_update():
     obs = _obs(3, seed=2)
     batch = _batch(policy, obs, [INSTR] * 3)
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-2)
-    for update in range(2):
+    for _ in range(2):
         merged = policy.act(obs, INSTR, np.arange(3), temperature=0.0)
         unmerged = plain.act(obs, INSTR, np.arange(3), temperature=0.0)
         np.testing.assert_array_equal(merged.action_tokens, unmerged.action_tokens)
@@ -205,22 +207,17 @@ def test_merged_lora_sampling_is_the_adapted_policy_and_follows_each_update():
         learner = policy.token_logprobs(*batch, torch.from_numpy(merged.action_tokens))
         torch.testing.assert_close(learner.detach(), torch.from_numpy(merged.logprobs), atol=1e-5, rtol=0)
         # an optimizer step changes the adapter in place: the next sample must see it (no stale merge)
-        loss = -learner.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        _ascend(opt, learner)
         plain.load_state_dict(policy.state_dict())
     # sampling leaves the adapted layers as they were: original weights, adapter on and trainable
     for _, layer in policy._lora_layers:
         assert not layer.disable_adapters and layer.base_layer.weight.requires_grad is False
         assert all(p.requires_grad for n, p in layer.named_parameters() if "lora_" in n)
-    with torch.no_grad():
-        with policy.reference():
-            ref = policy.token_logprobs(*batch, torch.from_numpy(merged.action_tokens))
-            sampled_ref = policy.act(obs, INSTR, np.arange(3), temperature=0.0)
-    assert (ref - learner.detach()).abs().max() > 1e-4  # the adapter matters, so the test can tell them apart
     with torch.no_grad(), policy.reference():
+        ref = policy.token_logprobs(*batch, torch.from_numpy(merged.action_tokens))
+        sampled_ref = policy.act(obs, INSTR, np.arange(3), temperature=0.0)
         ref_of_sampled = policy.token_logprobs(*batch, torch.from_numpy(sampled_ref.action_tokens))
+    assert (ref - learner.detach()).abs().max() > 1e-4  # the adapter matters, so the test can tell them apart
     torch.testing.assert_close(torch.from_numpy(sampled_ref.logprobs), ref_of_sampled, atol=1e-5, rtol=0)
 
 
