@@ -20,6 +20,9 @@ BASE = {"out": "runs/x", "tasks": ["libero_object:0"], "seeds": [0], "methods": 
     ({"methods": [{"name": "x", "sweep": {"algo.a1": [0.1, 0.3], "algo.a2": [0.9]}}]}, "equal length"),
     ({"methods": [{"name": "bad", "overrides": {"algo.advantage": "ppo"}}]}, "method 'bad'.*advantage 'ppo'"),
     ({"methods": [{"name": "x", "override": {}}]}, r"unknown key\(s\) \['override'\]"),
+    ({"methods": [{"name": "x", "tasks": ["libero_goal:1"]}]},
+     r"unknown methods\[0\] \(x\) task 'libero_goal:1'; valid choices: libero_object:0"),
+    ({"methods": [{"name": "x", "tasks": []}]}, "tasks must be a non-empty list"),
     ({"seeds": [0, 0]}, "distinct integers"),
     ({"eval": {"init_states": "45-55"}}, r"init_states must be indices in 0\.\.49"),
     ({"sft": {"stepz": 3}}, r"unknown sft key\(s\) \['stepz'\]"),
@@ -48,14 +51,34 @@ def test_paper_table_hand_computed():
                          "TGRPO": {"libero_object": [0.5, 0.7], "libero_goal": [0.9, 0.9]}})
     lines = table.splitlines()
     assert lines[0] == "| method | Spatial | Object | Goal | Long | Average |"
-    assert lines[2] == "| SFT | - | 50.0 ± 14.1 | - | - | 50.0 ± 14.1 |"
+    assert lines[2] == "| SFT | - | 50.0 ± 14.1 | - | - | - |"  # no Goal: no average to compare
     assert lines[3] == "| TGRPO | - | 60.0 ± 14.1 | 90.0 ± 0.0 | - | 75.0 ± 7.1 |"  # averages (0.7, 0.8)
 
 
-def _fake_eval(path, outcomes):
+def test_a_method_restricted_to_some_tasks_runs_and_reports_only_there(tmp_path):
+    cfg = ExperimentConfig.from_dict(BASE | {
+        "out": str(tmp_path), "tasks": ["libero_object:0", "libero_goal:6"], "seeds": [0, 1],
+        "train": {"iterations": 2}, "eval": {"init_states": "0-1"},
+        "methods": [{"name": "TGRPO"}, {"name": "a1={algo.a1}", "sweep": {"algo.a1": [0.1], "algo.a2": [0.9]},
+                                       "tasks": ["libero_goal:6", "libero_object:0", "libero_goal:6"]},
+                    {"name": "G", "overrides": {"algo.advantage": "grpo"}, "tasks": ["libero_goal:6"]}]})
+    assert cfg.method("a1=0.1").tasks == (("libero_object", 0), ("libero_goal", 6))  # the grid's order, once
+    cells = [(r.method, r.suite, r.seed) for r in cfg.runs()]
+    assert len(cells) == 4 + 4 + 4 + 2 and cells[-2:] == [("G", "libero_goal", 0), ("G", "libero_goal", 1)]
+    for run in cfg.runs():
+        _fake_eval(cfg.eval_dir(run), [True, run.method == "G"], run.task)
+    summary = report(cfg)
+    assert summary["finished"] == summary["total"] == 14
+    assert summary["by_suite"]["G"] == {"libero_goal": [1.0, 1.0]}
+    md = (tmp_path / "results.md").read_text()
+    assert "| G | - | - | 100.0 ± 0.0 | - | - |" in md and "| TGRPO | - | 50.0 ± 0.0 | 50.0 ± 0.0 | - | 50.0 ± 0.0 |" in md
+    assert "| G | - | 100.0 ± 0.0 (2/2, 2/2) |" in md
+
+
+def _fake_eval(path, outcomes, task=0):
     path.mkdir(parents=True)
     path.joinpath("episodes.jsonl").write_text("".join(
-        json.dumps({"task": 0, "init_state": i, "success": ok, "steps": 100}) + "\n" for i, ok in enumerate(outcomes)))
+        json.dumps({"task": task, "init_state": i, "success": ok, "steps": 100}) + "\n" for i, ok in enumerate(outcomes)))
     path.joinpath("results.json").write_text("{}")
 
 

@@ -14,17 +14,20 @@ when its output is already there, and the aggregation reads whatever has finishe
       "methods": [
         {"name": "TGRPO"},
         {"name": "GRPO (w/o step)", "overrides": {"algo.advantage": "grpo"}},
-        {"name": "a1={algo.a1}", "sweep": {"algo.a1": [0.1, 0.5], "algo.a2": [0.9, 0.5]}},
+        {"name": "a1={algo.a1}", "sweep": {"algo.a1": [0.1, 0.5], "algo.a2": [0.9, 0.5]},
+         "tasks": ["libero_object:0"]},                    # only these of the grid's tasks
         {"name": "DPO", "overrides": {"algo.objective": "dpo"}}
       ],
       "adopt": [{"method": "TGRPO", "task": "libero_object:0", "seed": 0, "path": "runs/tgrpo_t0"}]
     }
 
-Stages, in order: demos per task -> one SFT model per (suite, seed), trained on the suite's tasks of the grid
-unless ``sft.checkpoints`` names one -> the SFT model evaluated on every task (the "SFT" row and the baseline
+Stages, in order: demos per task -> the SFT model evaluated on every task (the "SFT" row and the baseline
 of the paired tests) -> every training run, method by method (each over its seeds and tasks), from the
-SFT model of its seed, evaluated at its end on ``eval.init_states``. ``sweep`` expands one method into
-several, the lists zipped; ``{key}`` in the name is replaced by the value.
+SFT model of its seed, evaluated at its end on ``eval.init_states``. One SFT model per (suite, seed), trained
+on the suite's tasks of the grid unless ``sft.checkpoints`` names one, is trained just before the first cell
+that needs it, so a grid's first results come after one SFT model, not after all of them. ``sweep`` expands
+one method into several, the lists zipped; ``{key}`` in the name is replaced by the value. ``tasks`` in a
+method runs it on those of the grid's tasks only (an ablation on one task of a four-suite grid).
 
 ``adopt`` takes finished runs made outside the grid as its cells instead of running them again: a training
 run whose ``train_config.json`` equals the cell's settings in everything but :data:`EXECUTION_FIELDS`, or
@@ -76,6 +79,7 @@ class Method:
     overrides: dict[str, Any] = field(default_factory=dict)
     sweep: str | None = None  # the swept key, for sweep plots
     sweep_group: str | None = None  # the declared name template the method was expanded from
+    tasks: tuple[tuple[str, int], ...] | None = None  # the grid's tasks it runs on (None: all of them)
 
     @property
     def slug(self) -> str:
@@ -129,18 +133,38 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9.=+-]+", "_", name).strip("_") or "method"
 
 
-def _expand_methods(raw: list) -> tuple[Method, ...]:
+def _method_tasks(m: dict, where: str, grid: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...] | None:
+    """A method's ``tasks``: a non-empty subset of the grid's, in the grid's order (None when absent)."""
+    from tgrpo.envs.libero_env import resolve_task
+
+    if "tasks" not in m:
+        return None
+    if not isinstance(m["tasks"], list) or not m["tasks"]:
+        raise ConfigError(f"{where}: tasks must be a non-empty list of the grid's tasks, got {m['tasks']!r}")
+    chosen = set()
+    for item in m["tasks"]:
+        suite, task = _parse_task(item)
+        key = (suite, resolve_task(suite, task))
+        if key not in grid:
+            raise choice_error(f"{where} task", f"{suite}:{task}", [f"{s}:{t}" for s, t in grid])
+        chosen.add(key)
+    return tuple(t for t in grid if t in chosen)
+
+
+def _expand_methods(raw: list, grid: tuple[tuple[str, int], ...]) -> tuple[Method, ...]:
     methods: list[Method] = []
     for i, m in enumerate(raw):
         if not isinstance(m, dict) or "name" not in m:
             raise ConfigError(f"methods[{i}] must be an object with a \"name\", got {m!r}")
-        unknown = set(m) - {"name", "overrides", "sweep"}
+        unknown = set(m) - {"name", "overrides", "sweep", "tasks"}
         if unknown:
-            raise ConfigError(f"methods[{i}] ({m['name']}): unknown key(s) {sorted(unknown)}; valid: name, overrides, sweep")
+            raise ConfigError(f"methods[{i}] ({m['name']}): unknown key(s) {sorted(unknown)}; "
+                              "valid: name, overrides, sweep, tasks")
         base = dict(m.get("overrides", {}))
+        tasks = _method_tasks(m, f"methods[{i}] ({m['name']})", grid)
         sweep = m.get("sweep")
         if not sweep:
-            methods.append(Method(m["name"], base))
+            methods.append(Method(m["name"], base, tasks=tasks))
             continue
         lengths = {k: len(v) for k, v in sweep.items() if isinstance(v, list)}
         if len(lengths) != len(sweep) or len(set(lengths.values())) != 1 or not next(iter(lengths.values())):
@@ -154,7 +178,7 @@ def _expand_methods(raw: list) -> tuple[Method, ...]:
                 name = name.replace("{" + k + "}", str(v))
             if name == m["name"]:
                 name = f"{m['name']} {first}={point[first]}"
-            methods.append(Method(name, base | point, sweep=first, sweep_group=m["name"]))
+            methods.append(Method(name, base | point, sweep=first, sweep_group=m["name"], tasks=tasks))
     names = [m.name for m in methods]
     if SFT in names or len(set(map(slug, names))) != len(names):
         raise ConfigError(f"method names must be distinct and not {SFT!r} (the SFT start is always evaluated): {names}")
@@ -236,13 +260,13 @@ class ExperimentConfig:
         init = parse_index_list(init, "eval.init_states") if isinstance(init, str) else tuple(init)
         if not init or any(not 0 <= i < NUM_INIT_STATES for i in init):
             raise ConfigError(f"eval.init_states must be indices in 0..{NUM_INIT_STATES - 1}, got {init}")
-        cfg = cls(out=data["out"], tasks=tasks, seeds=seeds, methods=_expand_methods(data["methods"]),
+        cfg = cls(out=data["out"], tasks=tasks, seeds=seeds, methods=_expand_methods(data["methods"], tasks),
                   demo_root=demos.get("root", str(Path(data["out"]) / "demos")),
                   num_demos=int(demos.get("num_demos", 50)), demo_envs=int(demos.get("num_envs", 2)),
                   sft=sft, sft_checkpoints=ckpts, train=dict(data.get("train", {})), eval_init_states=init,
                   eval_envs=int(ev.get("num_envs", 2)))
         for m in cfg.methods:  # every run's TrainConfig is built and validated now, before hours of compute
-            for (suite, task), seed in itertools.product(cfg.tasks, cfg.seeds):
+            for (suite, task), seed in itertools.product(cfg.method_tasks(m), cfg.seeds):
                 cfg.train_config(m, suite, task, seed)
         adopt = data.get("adopt", [])
         if not isinstance(adopt, list):
@@ -282,6 +306,10 @@ class ExperimentConfig:
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
 
+    def method_tasks(self, method: Method) -> tuple[tuple[str, int], ...]:
+        """The (suite, task) pairs ``method`` runs on: its own ``tasks``, else all of the grid's."""
+        return method.tasks or self.tasks
+
     def adoption(self, key: tuple[str, str, int, int]) -> Adoption | None:
         return next((a for a in self.adopted if a.key == key), None)
 
@@ -315,7 +343,7 @@ class ExperimentConfig:
         partly finished grid has whole methods, with their spread over seeds, rather than whole seeds)."""
         runs = [Run(SFT, s, t, seed, str(self.run_dir(SFT, s, t, seed))) for seed in self.seeds for s, t in self.tasks]
         runs += [Run(m.name, s, t, seed, str(self.run_dir(m.name, s, t, seed)))
-                 for m in self.methods for seed in self.seeds for s, t in self.tasks]
+                 for m in self.methods for seed in self.seeds for s, t in self.method_tasks(m)]
         return runs
 
     def eval_dir(self, run: Run) -> Path:
@@ -337,13 +365,14 @@ class ExperimentConfig:
             raise ConfigError(f"{where} must be an object with exactly method, task, seed and path, got {entry!r}")
         suite, task = _parse_task(entry["task"])
         task, seed, path, method = resolve_task(suite, task), entry["seed"], Path(entry["path"]), entry["method"]
-        if (suite, task) not in self.tasks:
-            raise choice_error(f"{where} task", f"{suite}:{task}", [f"{s}:{t}" for s, t in self.tasks])
-        if seed not in self.seeds:
-            raise choice_error(f"{where} seed", seed, self.seeds)
         names = [SFT] + [m.name for m in self.methods]
         if method not in names:
             raise choice_error(f"{where} method", method, names)
+        tasks = self.tasks if method == SFT else self.method_tasks(self.method(method))
+        if (suite, task) not in tasks:
+            raise choice_error(f"{where} task", f"{suite}:{task}", [f"{s}:{t}" for s, t in tasks])
+        if seed not in self.seeds:
+            raise choice_error(f"{where} seed", seed, self.seeds)
         cell = f"{method}, {suite} task {task}, seed {seed}"
         check = self._check_adopted_eval if method == SFT else self._check_adopted_run
         notes = check(method, suite, task, seed, path, f"{where} ({path}, as {cell})")
@@ -427,18 +456,15 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
         r = collect_task(suite, task, cfg.demo_root, cfg.num_demos, num_envs=cfg.demo_envs)
         if not r.skipped:
             print(f"demos: {suite} task {task}: {r.demos} from {r.attempts} attempts -> {r.path}", file=sys.stderr)
-    for suite in dict.fromkeys(s for s, _ in cfg.tasks):
-        for seed in cfg.seeds:
-            d = cfg.sft_dir(suite, seed)
-            if cfg.sft_checkpoints.get(suite, {}).get(seed) or (d / "sft_summary.json").exists():
-                continue
-            _stage(f"SFT {suite} seed {seed}")
-            files = tuple(str(cfg.demo_path(suite, t)) for s, t in cfg.tasks if s == suite)
-            train_sft(SFTConfig(data=files, out=str(d), seed=seed, policy=PolicyConfig(seed=seed), **cfg.sft))
     runs = cfg.runs()
     for i, run in enumerate(runs):
         if cfg.done(run):
             continue
+        d = cfg.sft_dir(run.suite, run.seed)  # the SFT model this cell starts from (or evaluates), if not yet there
+        if not cfg.sft_checkpoints.get(run.suite, {}).get(run.seed) and not (d / "sft_summary.json").exists():
+            _stage(f"SFT {run.suite} seed {run.seed}")
+            files = tuple(str(cfg.demo_path(run.suite, t)) for s, t in cfg.tasks if s == run.suite)
+            train_sft(SFTConfig(data=files, out=str(d), seed=run.seed, policy=PolicyConfig(seed=run.seed), **cfg.sft))
         _stage(f"run {i + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}")
         t0 = time.perf_counter()
         if run.method == SFT:
@@ -471,13 +497,15 @@ def paper_table(rows: dict[str, dict[str, list[float]]]) -> str:
 
     ``rows``: label -> suite -> per-seed success rates in [0, 1]. A cell shows the mean over seeds in %,
     with the sample std over seeds when there are several; a suite without results shows "-". Average: the
-    mean over the suites present, seed by seed."""
+    mean over the suites, seed by seed, for a row with results on every suite any row has (an average over
+    fewer suites would not compare with the others; "-" otherwise)."""
+    suites = {s for per_suite in rows.values() for s, v in per_suite.items() if v}
     lines = ["| method | " + " | ".join(s.paper_name for s in SUITES.values()) + " | Average |",
              "|---|" + "---|" * (len(SUITES) + 1)]
     for label, per_suite in rows.items():
         cells = [_fmt(per_suite.get(s, [])) for s in SUITES]
         present = [per_suite[s] for s in SUITES if per_suite.get(s)]
-        n = min((len(v) for v in present), default=0)
+        n = min((len(v) for v in present), default=0) if len(present) == len(suites) else 0
         avg = [float(np.mean([v[i] for v in present])) for i in range(n)]
         lines.append(f"| {label} | " + " | ".join(cells) + f" | {_fmt(avg)} |")
     return "\n".join(lines) + "\n"
@@ -518,8 +546,9 @@ def report(cfg: ExperimentConfig) -> dict:
     # suite level, seed by seed (mean over the suite's tasks; only seeds with all of them done)
     suite_rows: dict[str, dict[str, list[float]]] = {}
     for m in methods:
-        for suite in dict.fromkeys(s for s, _ in cfg.tasks):
-            tasks = [t for s, t in cfg.tasks if s == suite]
+        covered = cfg.tasks if m == SFT else cfg.method_tasks(cfg.method(m))
+        for suite in dict.fromkeys(s for s, _ in covered):
+            tasks = [t for s, t in covered if s == suite]
             per_seed = [float(np.mean([rate[(m, suite, t, seed)] for t in tasks])) for seed in cfg.seeds
                         if all((m, suite, t, seed) in rate for t in tasks)]
             suite_rows.setdefault(m, {})[suite] = per_seed
