@@ -21,11 +21,12 @@ when its output is already there, and the aggregation reads whatever has finishe
       "adopt": [{"method": "TGRPO", "task": "libero_object:0", "seed": 0, "path": "runs/tgrpo_t0"}]
     }
 
-Stages, in order: demos per task -> the SFT model evaluated on every task (the "SFT" row and the baseline
+Stages, in order: the SFT model evaluated on every task (the "SFT" row and the baseline
 of the paired tests) -> every training run, method by method (each over its seeds and tasks), from the
 SFT model of its seed, evaluated at its end on ``eval.init_states``. One SFT model per (suite, seed), trained
 on the suite's tasks of the grid unless ``sft.checkpoints`` names one, is trained just before the first cell
-that needs it, so a grid's first results come after one SFT model, not after all of them. ``sweep`` expands
+that needs it, and a task's demos are collected (if missing) when a cell or an SFT model first needs them,
+so a grid's first results come after one task's demos and one SFT model, not after all of them. ``sweep`` expands
 one method into several, the lists zipped; ``{key}`` in the name is replaced by the value. ``tasks`` in a
 method runs it on those of the grid's tasks only (an ablation on one task of a four-suite grid).
 
@@ -452,18 +453,22 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
-    for suite, task in cfg.tasks:
-        r = collect_task(suite, task, cfg.demo_root, cfg.num_demos, num_envs=cfg.demo_envs)
-        if not r.skipped:
-            print(f"demos: {suite} task {task}: {r.demos} from {r.attempts} attempts -> {r.path}", file=sys.stderr)
+    def demos(tasks: list[tuple[str, int]]) -> tuple[str, ...]:
+        for suite, task in tasks:
+            r = collect_task(suite, task, cfg.demo_root, cfg.num_demos, num_envs=cfg.demo_envs)
+            if not r.skipped:
+                print(f"demos: {suite} task {task}: {r.demos} from {r.attempts} attempts -> {r.path}", file=sys.stderr)
+        return tuple(str(cfg.demo_path(s, t)) for s, t in tasks)
+
     runs = cfg.runs()
     for i, run in enumerate(runs):
         if cfg.done(run):
             continue
+        demos([(run.suite, run.task)])  # its keyposes (and, for SFT, its suite's below), collected when first needed
         d = cfg.sft_dir(run.suite, run.seed)  # the SFT model this cell starts from (or evaluates), if not yet there
         if not cfg.sft_checkpoints.get(run.suite, {}).get(run.seed) and not (d / "sft_summary.json").exists():
             _stage(f"SFT {run.suite} seed {run.seed}")
-            files = tuple(str(cfg.demo_path(run.suite, t)) for s, t in cfg.tasks if s == run.suite)
+            files = demos([(s, t) for s, t in cfg.tasks if s == run.suite])
             train_sft(SFTConfig(data=files, out=str(d), seed=run.seed, policy=PolicyConfig(seed=run.seed), **cfg.sft))
         _stage(f"run {i + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}")
         t0 = time.perf_counter()
