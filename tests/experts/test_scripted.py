@@ -229,6 +229,13 @@ def test_puts_the_mug_in_the_microwave_and_shuts_it_from_a_random_placement() ->
 
 
 @pytest.mark.sim
+def test_picks_the_bowl_off_the_ramekin_from_a_random_placement() -> None:
+    """libero_spatial 5, seed 0: the bowl tips off the ramekin after the settle steps; the grasp waits until it
+    rests (about 140 steps)."""
+    _assert_solves_seeded_placement("libero_spatial", 5)
+
+
+@pytest.mark.sim
 def test_puts_both_moka_pots_on_the_stove_from_a_random_placement() -> None:
     """libero_10 8, seed 0 (about 320 steps)."""
     _assert_solves_seeded_placement("libero_10", 8)

@@ -42,6 +42,7 @@ HAND_ABOVE = 0.05  # bodies lower than this above the grip site pass under the h
 RIM_WORDS = ("bowl", "mug", "ramekin")  # hollow objects grasped at their rim
 RIM_INSET = 0.012  # rim grasp point: this far inside the outer radius (the fingers straddle the wall)
 RIM_DEPTH = 0.02  # and this far below the rim
+REST_MOTION = 5e-4  # an object whose origin and up axis move less than this in a step is at rest
 # Top-down orientation with the fingers closing along world +y (the robot's rest orientation): yaw 0.
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
 SUPPORTED = ("in", "on", "open", "close", "turnon")
@@ -188,6 +189,28 @@ class CloseGripper(Skill):
 
 
 @dataclass
+class AtRest(Skill):
+    """Hold the hand still with the gripper open until ``obj`` has come to rest (at most ``max_steps``).
+
+    An object can still be moving when a grasp is planned: a bowl tipping off a ramekin after the settle steps,
+    or one that a failed grasp dropped. A grasp planned then aims where the object no longer is.
+    """
+
+    obj: str
+    max_steps: int = 30
+    hold: Hold | None = None
+    last: np.ndarray | None = None
+
+    def act(self, view: SceneView) -> np.ndarray | None:
+        pose = np.concatenate([view.pos(self.obj), view.rot(self.obj)[:, 2]])
+        moving = self.last is None or float(np.max(np.abs(pose - self.last))) > REST_MOTION
+        self.last = pose
+        if self.hold is None:
+            self.hold = Hold(OPEN, yaw_of(view.state.ee_mat), self.max_steps)
+        return self.hold.act(view) if moving else None
+
+
+@dataclass
 class Chain(Skill):
     """Run skills one after the other."""
 
@@ -322,9 +345,10 @@ def drawer_boxes(view: SceneView, obj: str) -> list[np.ndarray]:
 
 
 def pick(obj: str, plan: Callable[[SceneView, str], Grasp] = plan_grasp) -> Skill:
-    """Approach from above, descend, close the fingers and lift; retried if the object stays down.
+    """Wait for the object to rest, approach from above, descend, close the fingers and lift; retried if the
+    object stays down.
 
-    ``plan`` chooses the grasp (top-down by default; ``handle_grasp`` tilts the hand).
+    ``plan`` chooses the grasp (top-down by default; ``handle_grasp`` tilts the hand) once the object is at rest.
     """
     start: dict[str, float] = {}
 
@@ -346,7 +370,7 @@ def pick(obj: str, plan: Callable[[SceneView, str], Grasp] = plan_grasp) -> Skil
     def lifted(view: SceneView) -> bool:
         return float(view.pos(obj)[2]) > start["z"] + 0.02 and gripper_opening(view.state) > 0.004
 
-    return Planned(build, lifted)
+    return Planned(lambda view: Chain([AtRest(obj), Planned(build, attempts=1)]), lifted)
 
 
 def place(obj: str, goal: Callable[[SceneView], np.ndarray]) -> Skill:
