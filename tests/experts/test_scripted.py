@@ -13,7 +13,9 @@ from tgrpo.envs.scene import SceneView
 from tgrpo.errors import ConfigError
 from tgrpo.experts import ScriptedExpert, supports
 from tgrpo.experts.scripted import (DOWN, SLOT_GAP, door, front_orientation, goal_behind_door, goal_in_region,
-                                   handle_grasp, plan_for, rotation_error)
+                                   handle_grasp, plan_for, plan_grasp, rotation_error)
+
+BASE = np.array([-0.66, 0.0, 0.912])  # the arm's base in LIBERO's table and kitchen scenes
 
 
 def _task(goal: tuple[tuple[str, ...], ...]) -> TaskInfo:
@@ -61,7 +63,7 @@ def _microwave_scene(q: float = -1.5) -> tuple[TaskInfo, SceneGeometry, Privileg
     door = PartGeometry(pos=np.array([-0.182, 0.269, 1.016]), axis=np.array([0.0, 0.0, 1.0]), qpos=-1.79,
                         bounds=np.array([[-0.116, -0.253, -0.0925], [-0.001, 0.005, 0.0925]]))
     geometry = SceneGeometry(bounds=bounds, regions={"microwave_1_heating_region": region},
-                             parts={"microwave_1_microjoint": door})
+                             parts={"microwave_1_microjoint": door}, robot_base=BASE)
     turn = [0.0, 0.0, 0.7071, -0.7071]  # xyzw: -90 degrees about z, the mugs' handles towards -y
     state = _rest_state(np.array([[-0.085, -0.25, 0.898], [0.02, -0.02, 0.9], [-0.01, 0.357, 0.92]]),
                         np.array([turn, turn, [0.0, 0.0, 0.0, 1.0]]), np.array([q]), goals=2)
@@ -115,7 +117,8 @@ def _plate_scene(obj: str) -> tuple[TaskInfo, SceneGeometry]:
     bounds = {"plate_1": np.array([[-0.068, -0.068, -0.0025], [0.07, 0.069, 0.0164]]),
               "akita_black_bowl_1": np.array([[-0.053, -0.053, 0.0], [0.053, 0.053, 0.05]])}
     region = RegionGeometry(parent=None, offset=np.array([-0.05, 0.21, 0.895]), half_size=np.array([0.04, 0.04, 0.007]))
-    return task, SceneGeometry(bounds=bounds, regions={"main_table_stove_front_region": region}, parts={})
+    return task, SceneGeometry(bounds=bounds, regions={"main_table_stove_front_region": region}, parts={},
+                               robot_base=BASE)
 
 
 @pytest.mark.parametrize("obj, skills", [("plate_1", ["push"]), ("akita_black_bowl_1", ["pick", "place"])])
@@ -124,6 +127,19 @@ def test_a_plate_is_pushed_to_a_table_region_and_a_bowl_carried(obj: str, skills
     task, geometry = _plate_scene(obj)
     plan = plan_for(task)(geometry)
     assert [skill.build.__qualname__.split(".")[0] for skill in plan] == skills
+
+
+@pytest.mark.parametrize("x, side", [(-0.27, 1.0), (-0.1, -1.0)])
+def test_a_bowl_is_grasped_at_its_rim_facing_the_robot_unless_that_side_is_too_near_its_base(x: float,
+                                                                                           side: float) -> None:
+    """libero_spatial 7's bowl on the stove (x = -0.27) is so near the arm's base that the hand reaching down on
+    the side facing the robot stops short: it is grasped on the far side. Farther out, on the side facing it."""
+    task, geometry = _plate_scene("akita_black_bowl_1")
+    upright = [0.0, 0.0, 0.0, 1.0]
+    state = _rest_state(np.array([[x, -0.15, 0.93], [0.05, 0.2, 0.9], [0.0, 0.0, 0.0]]), np.array([upright] * 3),
+                        np.zeros(0), goals=1)
+    grasp = plan_grasp(SceneView(task, geometry, state), "akita_black_bowl_1")
+    assert np.sign(grasp.offset[0]) == side and abs(grasp.offset[1]) < 0.01
 
 
 def _moka_scene() -> tuple[TaskInfo, SceneGeometry, PrivilegedState]:
@@ -142,7 +158,7 @@ def _moka_scene() -> tuple[TaskInfo, SceneGeometry, PrivilegedState]:
                                       half_size=np.array([0.075, 0.075, 0.003]))}
     knob = PartGeometry(pos=np.array([-0.194, -0.199, 0.905]), axis=np.array([0.0, 0.0, 1.0]), qpos=1.11,
                         bounds=np.array([[-0.054, -0.054, 0.0], [0.047, 0.046, 0.05]]))
-    geometry = SceneGeometry(bounds=bounds, regions=regions, parts={"flat_stove_1_button": knob})
+    geometry = SceneGeometry(bounds=bounds, regions=regions, parts={"flat_stove_1_button": knob}, robot_base=BASE)
     state = _rest_state(np.array([[-0.029, 0.229, 0.966], [0.026, 0.067, 0.966], [-0.194, -0.199, 0.905]]),
                         np.array([[0.0, 0.0, 0.0, 1.0]] * 3), np.array([1.11]), goals=3)
     return task, geometry, state
@@ -229,10 +245,11 @@ def test_puts_the_mug_in_the_microwave_and_shuts_it_from_a_random_placement() ->
 
 
 @pytest.mark.sim
-def test_picks_the_bowl_off_the_ramekin_from_a_random_placement() -> None:
-    """libero_spatial 5, seed 0: the bowl tips off the ramekin after the settle steps; the grasp waits until it
-    rests (about 140 steps)."""
-    _assert_solves_seeded_placement("libero_spatial", 5)
+@pytest.mark.parametrize("task", [5, 7])
+def test_picks_the_bowl_off_the_ramekin_and_off_the_stove_from_a_random_placement(task: int) -> None:
+    """libero_spatial 5, seed 0: the bowl tips off the ramekin after the settle steps (the grasp waits until it
+    rests; about 140 steps); 7: the bowl on the stove, near the arm's base, is grasped on its far side (about 185)."""
+    _assert_solves_seeded_placement("libero_spatial", task)
 
 
 @pytest.mark.sim

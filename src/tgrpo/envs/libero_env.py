@@ -214,11 +214,14 @@ class SceneGeometry:
             the body and its sub-bodies, in the body's own frame (rotate by ``object_quat`` for world axes).
         regions: region name -> its geometry.
         parts: joint name (``TaskInfo.articulation_names``) -> the part it moves.
+        robot_base: (3,) world position of the arm's base (how far the hand reaches; LIBERO's scenes place it
+            0.66-0.75 m behind the table's centre along -x).
     """
 
     bounds: dict[str, np.ndarray]
     regions: dict[str, RegionGeometry]
     parts: dict[str, PartGeometry]
+    robot_base: np.ndarray
 
 
 @dataclass
@@ -483,7 +486,8 @@ class LiberoEnv:
             axis = data.xmat[bid].reshape(3, 3) @ model.jnt_axis[jid]
             parts[joint] = PartGeometry(data.xpos[bid].copy(), axis, float(data.qpos[model.jnt_qposadr[jid]]),
                                         self._subtree_bounds(bid))
-        return SceneGeometry(bounds, regions, parts)
+        robot_base = data.xpos[model.body(raw.robots[0].robot_model.root_body).id].copy()
+        return SceneGeometry(bounds, regions, parts, robot_base)
 
     def _subtree_bounds(self, body_id: int, local: bool = False) -> np.ndarray:
         """(2, 3) box around the collision geoms of a body and its descendants, relative to its origin.

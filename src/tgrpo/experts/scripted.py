@@ -42,6 +42,7 @@ HAND_ABOVE = 0.05  # bodies lower than this above the grip site pass under the h
 RIM_WORDS = ("bowl", "mug", "ramekin")  # hollow objects grasped at their rim
 RIM_INSET = 0.012  # rim grasp point: this far inside the outer radius (the fingers straddle the wall)
 RIM_DEPTH = 0.02  # and this far below the rim
+REACH_MIN = 0.4  # reaching down horizontally closer than this to the arm's base folds the arm up: the hand stops short
 REST_MOTION = 5e-4  # an object whose origin and up axis move less than this in a step is at rest
 # Top-down orientation with the fingers closing along world +y (the robot's rest orientation): yaw 0.
 DOWN = np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, -1.0]])
@@ -277,12 +278,15 @@ def grasp_candidates(view: SceneView, obj: str) -> list[tuple[float, np.ndarray,
 
     Narrow objects are grasped across their body; wide or hollow ones (bowls, mugs) at the rim, with the
     fingers closing radially across the wall. The score prefers clearance from the neighbours (and open
-    drawers), then grasps the gripper can close around, or for rims the side facing the robot.
+    drawers), then grasps the gripper can close around, or for rims the side facing the robot (-x); the far
+    side if the one facing it lies within ``REACH_MIN`` of the arm's base (a bowl on the stove).
     """
     box = view.box(obj)
     height = box[1, 2] - box[0, 2]
     centre = box.mean(0)
     rim = any(w in obj for w in RIM_WORDS)
+    near = float(np.linalg.norm(centre[:2] - view.geometry.robot_base[:2])) - outer_radius(view, obj)
+    side = -1.0 if near >= REACH_MIN else 1.0  # x direction of the preferred rim side
     candidates = []
     for angle in np.deg2rad(np.arange(0.0, 360.0, 15.0)):
         d = np.array([np.cos(angle), np.sin(angle)])
@@ -296,7 +300,7 @@ def grasp_candidates(view: SceneView, obj: str) -> list[tuple[float, np.ndarray,
             point, span = centre[:2], width / 2 + 0.015
             z = box[0, 2] + max(0.5 * height, height - FINGER_REACH)
         clearance = grasp_clearance(view, obj, point, d, z, span)
-        preference = -0.01 * d[0] if rim else -max(width - MAX_GRIP_WIDTH, 0.0) * 10  # rim: face the robot (-x)
+        preference = 0.01 * side * d[0] if rim else -max(width - MAX_GRIP_WIDTH, 0.0) * 10
         candidates.append((min(clearance, 0.05) + preference, point, float(angle), float(z), clearance))
     return candidates
 
