@@ -3,7 +3,8 @@
     .venv/bin/python bench/policy_speed.py --batch 4 --threads 1 2 --busy 0 2
 
 ``--busy K`` starts K processes that spin on a core each (what MuJoCo workers do during a rollout), to
-show the cost of torch thread oversubscription. Prints a Markdown table.
+show the cost of torch thread oversubscription. Prints a Markdown table. OpenMP's wait policy is the
+package's (passive); ``OMP_WAIT_POLICY=ACTIVE`` in front of the command measures spinning threads instead.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import copy
 import dataclasses
 import multiprocessing as mp
 import time
+
+import tgrpo  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads, as every tgrpo command does)
 
 import numpy as np
 import torch
