@@ -2,6 +2,8 @@ import os
 
 import pytest
 
+import tgrpo  # noqa: F401  (first: OpenMP's wait policy is set before a test module loads torch)
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
