@@ -13,6 +13,7 @@ import argparse
 import copy
 import dataclasses
 import multiprocessing as mp
+import resource
 import time
 
 import tgrpo  # noqa: F401  (first: it sets OpenMP's wait policy before torch loads, as every tgrpo command does)
@@ -47,12 +48,26 @@ def median_time(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def time_sample(policy: TinyVLA, batch: int, repeats: int) -> float:
-    """One batched sampling call as in a rollout step: input preparation, the encoder, 7 KV-cached tokens."""
+def page_faults(fn, repeats: int) -> float:
+    """Mean minor page faults of this process per ``fn()`` call, after one untimed warm-up call (memory the
+    C library maps afresh for a call and returns afterwards faults in again on the next one)."""
+    fn()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(repeats):
+        fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / repeats
+
+
+def time_sample(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float]:
+    """One batched sampling call as in a rollout step: input preparation, the encoder, 7 KV-cached tokens.
+    Returns its median time and its page faults per call."""
     rng = np.random.default_rng(0)
     images, proprio = _images(policy, batch, rng), rng.normal(size=(batch, 8))
-    return median_time(lambda: policy.sample(policy.inputs(images, [INSTR] * batch, proprio), temperature=1.0),
-                       repeats)
+
+    def call():
+        return policy.sample(policy.inputs(images, [INSTR] * batch, proprio), temperature=1.0)
+
+    return median_time(call, repeats), page_faults(call, repeats)
 
 
 def time_sample_parts(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float]:
@@ -117,9 +132,10 @@ def main() -> None:
     policy = TinyVLA(PolicyConfig(lora_rank=args.lora_rank))
     n_params = sum(x.numel() for x in policy.parameters()) / 1e6
     print(f"tiny-vla, {n_params:.2f} M parameters, LoRA rank {args.lora_rank}\n")
-    print(f"| busy cores | torch threads | sample batch {args.batch} (ms) | of which encoder (ms) | of which LM (ms) "
-          f"| LM, LoRA unmerged (ms) | encoder, batch norms unfolded (ms) | train step batch {args.train_batch} (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"| busy cores | torch threads | sample batch {args.batch} (ms) | page faults per sample call "
+          f"| of which encoder (ms) | of which LM (ms) | LM, LoRA unmerged (ms) | encoder, batch norms unfolded (ms) "
+          f"| train step batch {args.train_batch} (s) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for busy in args.busy:
         stop = mp.Event()
         spinners = [mp.Process(target=_spin, args=(stop,), daemon=True) for _ in range(busy)]
@@ -128,12 +144,12 @@ def main() -> None:
         try:
             for threads in args.threads:
                 torch.set_num_threads(threads)
-                sample = time_sample(policy, args.batch, args.repeats)
+                sample, faults = time_sample(policy, args.batch, args.repeats)
                 encoder, lm = time_sample_parts(policy, args.batch, args.repeats)
                 unmerged = time_lm_unmerged(policy, args.batch, args.repeats) if args.lora_rank else float("nan")
                 unfolded = time_encoder_unfolded(policy, args.batch, args.repeats)
                 train = time_train_step(policy, args.train_batch, max(2, args.repeats // 2))
-                print(f"| {busy} | {threads} | {1000 * sample:.0f} | {1000 * encoder:.0f} | {1000 * lm:.0f} | "
+                print(f"| {busy} | {threads} | {1000 * sample:.0f} | {faults:.0f} | {1000 * encoder:.0f} | {1000 * lm:.0f} | "
                       f"{1000 * unmerged:.0f} | {1000 * unfolded:.0f} | {train:.2f} |", flush=True)
         finally:
             stop.set()
