@@ -103,6 +103,23 @@ def time_encoder_unfolded(policy: TinyVLA, batch: int, repeats: int) -> float:
         return median_time(lambda: torch.cat([plain(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]), repeats)
 
 
+def profile_lm(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float, float]:
+    """The LM's part of a sampling call under torch's profiler, per call: milliseconds in matrix products
+    (``mm``, ``addmm``), milliseconds in every other operator (self time), and the number of operators."""
+    from torch.profiler import ProfilerActivity, profile
+
+    rng = np.random.default_rng(0)
+    encoded = policy.encode(policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8))))
+    policy.sample(encoded, temperature=1.0)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            policy.sample(encoded, temperature=1.0)
+    ops = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    matmul = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+    other = sum(e.self_cpu_time_total for e in ops) - matmul
+    return matmul / 1e3 / repeats, other / 1e3 / repeats, sum(e.count for e in ops) / repeats
+
+
 def time_train_step(policy: TinyVLA, batch: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
     # the learner encodes a group's images once with the frozen encoder, then trains on the features
@@ -128,10 +145,18 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--lora-rank", type=int, default=0,
                    help="LoRA adapters on the LM (TGRPO trains and samples with rank 16; 0: none, as SFT)")
+    p.add_argument("--profile-lm", action="store_true",
+                   help="only profile the LM's part of a sampling call (one torch thread, no busy cores)")
     args = p.parse_args()
     policy = TinyVLA(PolicyConfig(lora_rank=args.lora_rank))
     n_params = sum(x.numel() for x in policy.parameters()) / 1e6
     print(f"tiny-vla, {n_params:.2f} M parameters, LoRA rank {args.lora_rank}\n")
+    if args.profile_lm:
+        torch.set_num_threads(1)
+        matmul, other, n_ops = profile_lm(policy, args.batch, args.repeats)
+        print(f"LM of a sampling call, batch {args.batch} (profiled, per call): matrix products {matmul:.1f} ms, "
+              f"other operators {other:.1f} ms, {n_ops:.0f} operators")
+        return
     print(f"| busy cores | torch threads | sample batch {args.batch} (ms) | page faults per sample call "
           f"| of which encoder (ms) | of which LM (ms) | LM, LoRA unmerged (ms) | encoder, batch norms unfolded (ms) "
           f"| train step batch {args.train_batch} (s) |")
