@@ -145,12 +145,14 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--lora-rank", type=int, default=0,
                    help="LoRA adapters on the LM (TGRPO trains and samples with rank 16; 0: none, as SFT)")
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="weight dtype of the whole policy (PolicyConfig.dtype)")
     p.add_argument("--profile-lm", action="store_true",
                    help="only profile the LM's part of a sampling call (one torch thread, no busy cores)")
     args = p.parse_args()
-    policy = TinyVLA(PolicyConfig(lora_rank=args.lora_rank))
+    policy = TinyVLA(PolicyConfig(lora_rank=args.lora_rank, dtype=args.dtype))
     n_params = sum(x.numel() for x in policy.parameters()) / 1e6
-    print(f"tiny-vla, {n_params:.2f} M parameters, LoRA rank {args.lora_rank}\n")
+    print(f"tiny-vla, {n_params:.2f} M parameters, {args.dtype}, LoRA rank {args.lora_rank}\n")
     if args.profile_lm:
         torch.set_num_threads(1)
         matmul, other, n_ops = profile_lm(policy, args.batch, args.repeats)

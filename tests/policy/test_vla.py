@@ -1,5 +1,7 @@
 """The default VLA: sampling vs teacher-forced log-probs, padding, the LoRA reference, checkpoints."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -219,6 +221,22 @@ def test_merged_lora_sampling_is_the_adapted_policy_and_follows_each_update():
         ref_of_sampled = policy.token_logprobs(*batch, torch.from_numpy(sampled_ref.action_tokens))
     assert (ref - learner.detach()).abs().max() > 1e-4  # the adapter matters, so the test can tell them apart
     torch.testing.assert_close(torch.from_numpy(sampled_ref.logprobs), ref_of_sampled, atol=1e-5, rtol=0)
+
+
+def test_merged_lora_sampling_keeps_bfloat16_weights_in_bfloat16():
+    # peft keeps the adapters in float32 under bfloat16 base weights; the merged copy must stay bfloat16,
+    # or the layer multiplies bfloat16 inputs by a float32 weight (it raised a dtype error before)
+    torch.manual_seed(0)
+    policy = TinyVLA(PolicyConfig(size=SMALL, image_size=64, lora_rank=4, lora_alpha=8, dtype="bfloat16"))
+    for _, layer in policy._lora_layers:
+        torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.05)  # a non-zero adapter
+    assert {w.dtype for w in policy.merged_lora_weights().values()} == {torch.bfloat16}
+    obs = _obs(2)
+    merged = policy.act(obs, INSTR, np.arange(2), temperature=0.0)
+    policy.config = dataclasses.replace(policy.config, merge_lora_sampling=False)
+    unmerged = policy.act(obs, INSTR, np.arange(2), temperature=0.0)
+    assert merged.actions.shape == (2, 7) and np.isfinite(merged.logprobs).all()
+    np.testing.assert_allclose(merged.logprobs, unmerged.logprobs, atol=0.1, rtol=0)  # bfloat16 rounding
 
 
 def test_merged_lora_sampling_defaults_per_family():

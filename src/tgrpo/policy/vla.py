@@ -291,9 +291,9 @@ class LlavaVLA(nn.Module):
                 weights = {}
                 for name, layer in self._lora_layers:
                     weight = layer.base_layer.weight
-                    for adapter in layer.active_adapters:
+                    for adapter in layer.active_adapters:  # peft keeps adapters in float32 under bf16 weights
                         weight = weight + layer.get_delta_weight(adapter)
-                    weights[name] = nn.Parameter(weight, requires_grad=False)
+                    weights[name] = nn.Parameter(weight.to(layer.base_layer.weight.dtype), requires_grad=False)
             self._merged = (key, weights)
         return self._merged[1]
 
