@@ -91,15 +91,18 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--learner-threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="weight dtype of the policy (PolicyConfig.dtype; float32 is the CPU default)")
     args = p.parse_args()
 
-    policy = load_policy(args.checkpoint, seed=args.seed) if args.checkpoint else build_policy(PolicyConfig(seed=args.seed))
+    policy = (load_policy(args.checkpoint, seed=args.seed, dtype=args.dtype) if args.checkpoint
+              else build_policy(PolicyConfig(seed=args.seed, dtype=args.dtype)))
     lora = TrainConfig().policy  # train's default LoRA, so the learner updates what `tgrpo train` updates
     policy.enable_lora(lora.lora_rank, lora.lora_alpha)
     cams, size = policy.config.cameras, policy.config.image_size
     print(f"{args.suite} task {args.task}, N = {args.num_envs}, cameras {'+'.join(cams)} at {size}x{size}, "
           f"up to {args.steps} steps, {os.cpu_count()} CPUs, MUJOCO_GL={os.environ.get('MUJOCO_GL', 'egl')}, "
-          f"policy {args.checkpoint or 'tiny-vla (untrained)'}\n")
+          f"policy {args.checkpoint or 'tiny-vla (untrained)'}, {args.dtype}\n")
     rng = np.random.default_rng(args.seed)
     with EnvPool(EnvConfig(suite=args.suite, task=args.task, cameras=cams, image_size=size), args.num_envs) as pool:
         task = pool.task
