@@ -86,6 +86,33 @@ def test_eval_runs_writes_results_and_resumes(tmp_path):
     assert (tmp_path / "episodes.jsonl").read_text().splitlines() == lines
 
 
+@pytest.mark.sim
+def test_eval_replaces_a_killed_worker_and_reruns_its_episodes(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import tgrpo.evaluation
+    from tgrpo.policy.config import PolicyConfig, TinyVLASize
+    from tgrpo.policy.vla import TinyVLA
+
+    policy = TinyVLA(PolicyConfig(size=TinyVLASize.smoke(), image_size=64))
+    real, calls = tgrpo.evaluation.rollout_group, []
+
+    def killing_once(pool, actor, **kwargs):
+        calls.append(kwargs["init_state"])
+        if len(calls) == 1:  # SIGKILL env 1 after step 1 of the first chunk
+            kwargs["on_step"] = lambda t, live: t == 1 and os.kill(pool.pids[1], signal.SIGKILL)
+        return real(pool, actor, **kwargs)
+
+    monkeypatch.setattr(tgrpo.evaluation, "rollout_group", killing_once)
+    cfg = EvalConfig(suite="libero_object", tasks=(0,), init_states=(0, 1, 2), num_envs=2, max_steps=4, videos=0,
+                     out=str(tmp_path))
+    s = evaluate(policy, cfg)
+    assert s["episodes"] == 3 and calls == [[0, 1], [0, 1], [2, 2]]  # the killed chunk ran again, whole
+    lines = [json.loads(l) for l in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    assert sorted(e["init_state"] for e in lines) == [0, 1, 2] and all(e["steps"] == 4 for e in lines)
+
+
 @pytest.mark.parametrize("argv, pattern", [
     (["--suite", "libero_foo"], "unknown LIBERO suite 'libero_foo'; valid choices: all, libero_spatial"),
     (["--suite", "all", "--tasks", "0"], "--tasks selects tasks of one suite"),

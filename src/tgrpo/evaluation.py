@@ -28,7 +28,7 @@ from tgrpo.envs.suites import NUM_INIT_STATES, get_suite
 from tgrpo.errors import ConfigError, range_error
 from tgrpo.rollout.engine import rollout_group
 from tgrpo.rollout.types import PolicyStep
-from tgrpo.rollout.workers import EnvPool
+from tgrpo.rollout.workers import EnvPool, with_worker_retries
 
 EPISODES_FILE = "episodes.jsonl"
 
@@ -249,8 +249,10 @@ def evaluate(policy, cfg: EvalConfig, cameras: Sequence[str] | None = None, imag
             for start in range(0, len(pending), n):
                 chunk = pending[start:start + n]
                 chunk = chunk + [chunk[-1]] * (n - len(chunk))  # pad the last chunk; duplicates are dropped
-                r = rollout_group(live, actor, init_state=chunk, max_steps=cfg.max_steps, stop_rule="all_done",
-                                  record_images=videos_left > 0)
+                r, _ = with_worker_retries(  # a dead or hung worker is replaced and these episodes rerun
+                    live, lambda: rollout_group(live, actor, init_state=chunk, max_steps=cfg.max_steps,
+                                                stop_rule="all_done", record_images=videos_left > 0),
+                    what="evaluation rollout", hint=f"Finished episodes are kept in {log}; rerun to continue.")
                 with log.open("a") as fh:
                     for row, init in enumerate(chunk):
                         if (task, init) in done:  # padding duplicate

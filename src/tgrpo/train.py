@@ -41,7 +41,7 @@ from tgrpo.reward.sources import task_stages
 from tgrpo.rollout.backends import make_env_pool
 from tgrpo.rollout.engine import rollout_groups
 from tgrpo.rollout.types import GroupRollout
-from tgrpo.rollout.workers import WorkerError
+from tgrpo.rollout.workers import with_worker_retries
 from tgrpo.sft import DemoRows, cache_features, evaluate_rows, load_rows
 
 MAX_BAD_UPDATES = 5  # consecutive non-finite gradients before the run stops
@@ -343,21 +343,12 @@ def sample_groups(pool, sampler, cfg: TrainConfig, init: list, seeds: list) -> t
     (``pool.rebuild()``) and the groups are sampled again from the same starts, up to
     ``rollout.max_retries`` times in a row; then the run stops with the failure named.
     Returns the groups and the number of failed attempts."""
-    last = None
-    for attempt in range(cfg.rollout.max_retries + 1):
-        try:
-            groups = rollout_groups(pool, sampler, groups=cfg.rollout.groups_per_iteration, init_state=init,
-                                    seeds=seeds, stop_rule=cfg.rollout.stop_rule, max_steps=cfg.rollout.max_steps,
-                                    overlap=cfg.rollout.overlap)
-            return groups, attempt
-        except WorkerError as exc:
-            last = exc
-            print(f"warning: rollout attempt {attempt + 1} failed ({exc.reason.splitlines()[0]}; env {exc.env_index}, "
-                  f"step {exc.step}); replacing the worker and sampling the group again", file=sys.stderr)
-            if attempt < cfg.rollout.max_retries:
-                pool.rebuild()
-    raise TgrpoError(f"the rollout failed {cfg.rollout.max_retries + 1} times in a row; stopping. Last failure: "
-                     f"{last}\nThe last checkpoint is in {Path(cfg.out) / 'checkpoint'}")
+    return with_worker_retries(
+        pool, lambda: rollout_groups(pool, sampler, groups=cfg.rollout.groups_per_iteration, init_state=init,
+                                     seeds=seeds, stop_rule=cfg.rollout.stop_rule,
+                                     max_steps=cfg.rollout.max_steps, overlap=cfg.rollout.overlap),
+        retries=cfg.rollout.max_retries, what="rollout",
+        hint=f"The last checkpoint is in {Path(cfg.out) / 'checkpoint'}")
 
 
 def mean_metrics(per_group: list[dict[str, float]]) -> dict[str, float]:

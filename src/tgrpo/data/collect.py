@@ -20,7 +20,7 @@ from tgrpo.data.hdf5 import DATASET_IMAGE_KEYS, Demo, DemoWriter, default_demo_p
 from tgrpo.errors import ConfigError, TgrpoError
 from tgrpo.rollout.engine import rollout_group
 from tgrpo.rollout.types import GroupRollout, PolicyStep
-from tgrpo.rollout.workers import EnvPool
+from tgrpo.rollout.workers import EnvPool, with_worker_retries
 
 class ExpertGroupPolicy:
     """Runs one scripted expert per environment of a group (the rollout engine's policy interface)."""
@@ -113,7 +113,9 @@ def collect_task(
             while writer.num_demos < num_demos and attempts < max_attempts:
                 seeds = [seed * 100_000 + task_id * 1_000 + attempts + k for k in range(num_envs)]
                 attempts += num_envs
-                rollout = rollout_group(pool, policy, init_state=None, seeds=seeds, stop_rule="all_done")
+                rollout, _ = with_worker_retries(  # a dead or hung worker is replaced and these episodes rerun
+                    pool, lambda: rollout_group(pool, policy, init_state=None, seeds=seeds, stop_rule="all_done"),
+                    what="demonstration rollout")
                 xmls = pool.model_xml(range(num_envs))
                 for row in range(num_envs):
                     if bool(rollout.success[row]) and writer.num_demos < num_demos:

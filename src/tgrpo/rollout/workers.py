@@ -16,11 +16,12 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import signal
+import sys
 import time
 import traceback
 import weakref
 from multiprocessing.connection import Connection
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 
@@ -39,6 +40,32 @@ class WorkerError(TgrpoError):
             "The pool can be rebuilt with EnvPool.rebuild(); if this repeats, run with --num-envs 1 to "
             "see the simulator's own error."
         )
+
+
+T = TypeVar("T")
+
+
+def with_worker_retries(pool, attempt: Callable[[], T], retries: int = 3, what: str = "rollout",
+                        hint: str = "") -> tuple[T, int]:
+    """Run ``attempt()``; when a worker dies or hangs (:class:`WorkerError`), replace the pool's workers
+    (``pool.rebuild()``) and run it again, up to ``retries`` more times in a row.
+
+    ``attempt`` must start from scratch each time (reset its envs), as a rollout does. Returns its result
+    and the number of failed attempts; after ``retries + 1`` failures raises :class:`TgrpoError` naming the
+    last one, followed by ``hint`` (what was kept, what to do).
+    """
+    last = None
+    for failures in range(retries + 1):
+        try:
+            return attempt(), failures
+        except WorkerError as exc:
+            last = exc
+            print(f"warning: {what} attempt {failures + 1} failed ({exc.reason.splitlines()[0]}; env "
+                  f"{exc.env_index}, step {exc.step}); replacing the workers and running it again", file=sys.stderr)
+            if failures < retries:
+                pool.rebuild()
+    raise TgrpoError(f"the {what} failed {retries + 1} times in a row; stopping. Last failure: {last}"
+                     + (f"\n{hint}" if hint else ""))
 
 
 def _worker_main(conn: Connection, config: EnvConfig, index: int) -> None:
