@@ -120,6 +120,21 @@ def profile_lm(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float,
     return matmul / 1e3 / repeats, other / 1e3 / repeats, sum(e.count for e in ops) / repeats
 
 
+def time_one_pass(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float]:
+    """The LM as it samples (KV-cached, 7 passes) against one forward pass over the prompt plus 7 tokens
+    (teacher-forced, no gradient): the second is what a decoder of all 7 action tokens in one pass (as
+    OpenVLA-OFT's parallel decoding) would cost with this LM."""
+    rng = np.random.default_rng(0)
+    encoded = policy.encode(policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8))))
+    bins = torch.randint(0, 256, (batch, 7))
+
+    def one_pass():
+        with torch.no_grad(), policy.sampling_model():
+            return policy.token_logprobs(encoded, bins)
+
+    return median_time(lambda: policy.sample(encoded, temperature=1.0), repeats), median_time(one_pass, repeats)
+
+
 def time_train_step(policy: TinyVLA, batch: int, repeats: int) -> float:
     rng = np.random.default_rng(0)
     # the learner encodes a group's images once with the frozen encoder, then trains on the features
@@ -158,6 +173,9 @@ def main() -> None:
         matmul, other, n_ops = profile_lm(policy, args.batch, args.repeats)
         print(f"LM of a sampling call, batch {args.batch} (profiled, per call): matrix products {matmul:.1f} ms, "
               f"other operators {other:.1f} ms, {n_ops:.0f} operators")
+        sampling, one_pass = time_one_pass(policy, args.batch, args.repeats)
+        print(f"LM, not profiled: 7 KV-cached passes {1000 * sampling:.1f} ms; one pass over the prompt and 7 "
+              f"tokens {1000 * one_pass:.1f} ms")
         return
     print(f"| busy cores | torch threads | sample batch {args.batch} (ms) | page faults per sample call "
           f"| of which encoder (ms) | of which LM (ms) | LM, LoRA unmerged (ms) | encoder, batch norms unfolded (ms) "
