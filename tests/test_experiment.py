@@ -1,6 +1,7 @@
 """Experiment grids: config validation, sweep expansion, aggregation by hand numbers, a miniature real grid."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -132,6 +133,58 @@ def test_adopted_evaluation_must_record_its_checkpoint_and_states(tmp_path):
     assert cfg.runs()[0].path == str(tmp_path / "ev") and cfg.done(cfg.runs()[0])
     sft = report(cfg)["runs"][0]
     assert (sft["successes"], sft["episodes"]) == (3, 4)
+
+
+def test_a_failed_run_is_reported_and_the_grid_goes_on(tmp_path, monkeypatch, capsys):
+    import types
+
+    import tgrpo.data.collect
+    import tgrpo.evaluation
+    import tgrpo.policy.registry
+    import tgrpo.sft
+    import tgrpo.train
+    from tgrpo.errors import TgrpoError
+    from tgrpo.experiment import run_experiment
+
+    cfg = ExperimentConfig.from_dict(BASE | {
+        "out": str(tmp_path), "tasks": ["libero_object:0", "libero_goal:6"], "seeds": [0, 1],
+        "eval": {"init_states": "0-1"},
+        "methods": [{"name": "TGRPO"}, {"name": "broken", "overrides": {"algo.a1": 0.5}}]})
+    eval_dir = {run.path: cfg.eval_dir(run) for run in cfg.runs()}
+    calls = {"demos": [], "sft": [], "train": []}
+
+    def collect_task(suite, task, *args, **kwargs):
+        calls["demos"].append((suite, task))
+        if suite == "libero_goal":
+            raise TgrpoError("the scripted expert solved only 3 of 104 episodes")
+        return types.SimpleNamespace(skipped=True)
+
+    def train_sft(sft_cfg):
+        calls["sft"].append(sft_cfg.out)
+        Path(sft_cfg.out).mkdir(parents=True, exist_ok=True)
+        (Path(sft_cfg.out) / "sft_summary.json").write_text("{}")
+
+    def train(tcfg):
+        calls["train"].append(tcfg.out)
+        if tcfg.algo.a1 == 0.5:
+            raise TgrpoError("the rollout failed 4 times in a row; stopping")
+        _fake_eval(eval_dir[tcfg.out], [True, False])
+
+    monkeypatch.setattr(tgrpo.data.collect, "collect_task", collect_task)
+    monkeypatch.setattr(tgrpo.sft, "train_sft", train_sft)
+    monkeypatch.setattr(tgrpo.train, "train", train)
+    monkeypatch.setattr(tgrpo.policy.registry, "load_policy", lambda checkpoint: None)
+    monkeypatch.setattr(tgrpo.evaluation, "evaluate", lambda policy, ecfg: _fake_eval(Path(ecfg.out), [True, True]))
+    with pytest.raises(TgrpoError, match=r"(?s)8 of the grid's 12 runs did not finish.*"
+                                         r"broken, libero_object task 0, seed 0: the rollout failed"):
+        run_experiment(cfg)
+    # the goal task's demos were tried once; its 6 cells were skipped, the object task's cells all ran
+    assert calls["demos"].count(("libero_goal", 6)) == 1
+    assert len(calls["train"]) == 4 and len(calls["sft"]) == 2
+    assert report(cfg)["finished"] == 4  # SFT and TGRPO on libero_object, both seeds
+    err = capsys.readouterr().err
+    assert "skipped: the demonstrations of libero_goal task 6 failed earlier in this run" in err
+    assert "rerunning the command retries this one" in err
 
 
 @pytest.mark.sim

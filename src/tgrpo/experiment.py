@@ -58,7 +58,7 @@ import numpy as np
 from tgrpo.config import apply_overrides, parse_index_list, train_config_from_dict
 from tgrpo.envs.suites import NUM_INIT_STATES, SUITES, get_suite
 from tgrpo.data.hdf5 import default_demo_path, find_task_demo_file
-from tgrpo.errors import ConfigError, TgrpoError, choice_error
+from tgrpo.errors import ConfigError, StopRequested, TgrpoError, choice_error
 from tgrpo.evaluation import EPISODES_FILE, EvalConfig, mcnemar_exact_p, read_episodes
 
 SFT = "SFT"
@@ -442,7 +442,14 @@ def _stage(text: str) -> None:
 
 
 def run_experiment(cfg: ExperimentConfig) -> dict:
-    """Run every unfinished cell of the grid in order, then aggregate. Rerunning continues where it stopped."""
+    """Run every unfinished cell of the grid in order, then aggregate. Rerunning continues where it stopped.
+
+    A cell that fails (its demonstrations, its SFT model, its training or evaluation raised) is reported and
+    the grid goes on with the others; cells that need a prerequisite which already failed in this
+    invocation (a task's demos, a suite's SFT model) are skipped without trying it again. After the last
+    cell the results are aggregated and a :class:`TgrpoError` lists what did not finish; rerunning the
+    command retries exactly those. SIGINT/SIGTERM (:class:`StopRequested`) still stop the whole grid.
+    """
     from tgrpo.data.collect import collect_task
     from tgrpo.evaluation import evaluate
     from tgrpo.policy.config import PolicyConfig
@@ -453,35 +460,70 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
+    failed: dict[str, str] = {}  # a cell, or a prerequisite several cells share -> the first line of its error
+
+    def need(what: str, make) -> None:
+        """Make a shared prerequisite once; a failure is remembered, so the cells needing it skip it."""
+        if what in failed:
+            raise TgrpoError(f"skipped: {what} failed earlier in this run ({failed[what]})")
+        try:
+            make()
+        except StopRequested:
+            raise
+        except TgrpoError as exc:
+            failed[what] = str(exc).splitlines()[0]
+            raise
+
     def demos(tasks: list[tuple[str, int]]) -> tuple[str, ...]:
         for suite, task in tasks:
-            r = collect_task(suite, task, cfg.demo_root, cfg.num_demos, num_envs=cfg.demo_envs)
-            if not r.skipped:
-                print(f"demos: {suite} task {task}: {r.demos} from {r.attempts} attempts -> {r.path}", file=sys.stderr)
+            def collect(suite=suite, task=task):
+                r = collect_task(suite, task, cfg.demo_root, cfg.num_demos, num_envs=cfg.demo_envs)
+                if not r.skipped:
+                    print(f"demos: {suite} task {task}: {r.demos} from {r.attempts} attempts -> {r.path}",
+                          file=sys.stderr)
+            need(f"the demonstrations of {suite} task {task}", collect)
         return tuple(str(cfg.demo_path(s, t)) for s, t in tasks)
+
+    def sft_model(suite: str, seed: int) -> None:
+        _stage(f"SFT {suite} seed {seed}")
+        files = demos([(s, t) for s, t in cfg.tasks if s == suite])
+        train_sft(SFTConfig(data=files, out=str(cfg.sft_dir(suite, seed)), seed=seed, policy=PolicyConfig(seed=seed),
+                            **cfg.sft))
 
     runs = cfg.runs()
     for i, run in enumerate(runs):
         if cfg.done(run):
             continue
-        demos([(run.suite, run.task)])  # its keyposes (and, for SFT, its suite's below), collected when first needed
-        d = cfg.sft_dir(run.suite, run.seed)  # the SFT model this cell starts from (or evaluates), if not yet there
-        if not cfg.sft_checkpoints.get(run.suite, {}).get(run.seed) and not (d / "sft_summary.json").exists():
-            _stage(f"SFT {run.suite} seed {run.seed}")
-            files = demos([(s, t) for s, t in cfg.tasks if s == run.suite])
-            train_sft(SFTConfig(data=files, out=str(d), seed=run.seed, policy=PolicyConfig(seed=run.seed), **cfg.sft))
-        _stage(f"run {i + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}")
-        t0 = time.perf_counter()
-        if run.method == SFT:
-            ecfg = cfg.sft_eval_config(run)
-            evaluate(load_policy(ecfg.checkpoint), ecfg)
-        else:
-            train(cfg.train_config(cfg.method(run.method), run.suite, run.task, run.seed))
+        cell = f"run {i + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}"
+        try:
+            demos([(run.suite, run.task)])  # its keyposes (and, for SFT, its suite's below), collected when needed
+            d = cfg.sft_dir(run.suite, run.seed)  # the SFT model this cell starts from (or evaluates)
+            if not cfg.sft_checkpoints.get(run.suite, {}).get(run.seed) and not (d / "sft_summary.json").exists():
+                need(f"the SFT model of {run.suite} seed {run.seed}", lambda: sft_model(run.suite, run.seed))
+            _stage(cell)
+            t0 = time.perf_counter()
+            if run.method == SFT:
+                ecfg = cfg.sft_eval_config(run)
+                evaluate(load_policy(ecfg.checkpoint), ecfg)
+            else:
+                train(cfg.train_config(cfg.method(run.method), run.suite, run.task, run.seed))
+        except StopRequested:
+            raise
+        except TgrpoError as exc:
+            failed[cell] = str(exc).splitlines()[0]
+            print(f"error: {cell} did not finish: {exc}\nThe grid goes on with the other runs; rerunning the "
+                  "command retries this one.", file=sys.stderr)
+            continue
         record = Path(run.path) / "run.json"
         previous = json.loads(record.read_text())["seconds"] if record.exists() else 0.0
         record.write_text(json.dumps(asdict(run) | {"seconds": previous + time.perf_counter() - t0}, indent=2))
         report(cfg)  # refreshed after every run, so partial grids can be read
-    return report(cfg)
+    summary = report(cfg)
+    cells = [f"  {k}: {v}" for k, v in failed.items() if k.startswith("run ")]
+    if cells:
+        raise TgrpoError(f"{len(cells)} of the grid's {len(runs)} runs did not finish (the results of the others are "
+                         f"in {out / 'results.md'}; rerun the command to retry them):\n" + "\n".join(cells))
+    return summary
 
 
 # -- aggregation ----------------------------------------------------------------------------------------
