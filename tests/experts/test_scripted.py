@@ -12,8 +12,9 @@ from tgrpo.envs.libero_env import PartGeometry, PrivilegedState, RegionGeometry,
 from tgrpo.envs.scene import SceneView
 from tgrpo.errors import ConfigError
 from tgrpo.experts import ScriptedExpert, supports
-from tgrpo.experts.scripted import (DOWN, SLOT_GAP, door, front_orientation, goal_behind_door, goal_in_region,
-                                   handle_grasp, plan_for, plan_grasp, rotation_error)
+from tgrpo.experts.scripted import (DOWN, SLOT_GAP, UNDER_GAP, door, front_orientation, goal_behind_door,
+                                   goal_in_region, handle_grasp, out_from_under, plan_for, plan_grasp,
+                                   rotation_error)
 
 BASE = np.array([-0.66, 0.0, 0.912])  # the arm's base in LIBERO's table and kitchen scenes
 
@@ -140,6 +141,33 @@ def test_a_bowl_is_grasped_at_its_rim_facing_the_robot_unless_that_side_is_too_n
                         np.zeros(0), goals=1)
     grasp = plan_grasp(SceneView(task, geometry, state), "akita_black_bowl_1")
     assert np.sign(grasp.offset[0]) == side and abs(grasp.offset[1]) < 0.01
+
+
+@pytest.mark.parametrize("drawer, shift", [(-0.16, [-0.0205, 0.0]), (0.0, [0.0, 0.0])])
+def test_a_bowl_is_lifted_sideways_out_from_under_an_open_drawer(drawer: float, shift: list[float]) -> None:
+    """libero_goal 3 (seed 13's cabinet): the bowl dragged clear for a grasp still reaches 1 cm under the edge of
+    the open top drawer; lifted straight up, its rim would catch there. The lift moves it out by that much and
+    ``UNDER_GAP``; with the drawer shut nothing is above it."""
+    task = TaskInfo(suite="libero_goal", task_id=3, name="open_the_top_drawer_and_put_the_bowl_inside",
+                    language="open the top drawer and put the bowl inside", bddl_file="/nonexistent.bddl",
+                    goal_predicates=(("in", "akita_black_bowl_1", "wooden_cabinet_1_top_region"),),
+                    object_names=("akita_black_bowl_1",), fixture_names=("wooden_cabinet_1",),
+                    articulation_names=("wooden_cabinet_1_top_level",), max_steps=300)
+    bounds = {"akita_black_bowl_1": np.array([[-0.0535, -0.0535, 0.002], [0.0535, 0.0535, 0.052]]),
+              "wooden_cabinet_1": np.array([[-0.123, -0.109, 0.005], [0.131, 0.112, 0.223]])}
+    top = PartGeometry(pos=np.array([0.026, -0.232, 0.905]), axis=np.array([0.0, -1.0, 0.0]), qpos=0.0,
+                       bounds=np.array([[-0.113, -0.094, 0.149], [0.106, 0.109, 0.217]]))
+    region = RegionGeometry(parent="wooden_cabinet_1", offset=np.array([-0.003, -0.011, 0.186]),
+                            half_size=np.array([0.102, 0.076, 0.03]), joints=("wooden_cabinet_1_top_level",))
+    geometry = SceneGeometry(bounds=bounds, regions={"wooden_cabinet_1_top_region": region},
+                             parts={"wooden_cabinet_1_top_level": top}, robot_base=BASE)
+    state = _rest_state(np.array([[-0.13, 0.02, 0.898], [0.026, -0.232, 0.905]]), np.array([[0.0, 0.0, 0.0, 1.0]] * 2),
+                        np.array([drawer]), goals=1)
+    view = SceneView(task, geometry, state)
+    out = out_from_under(view, "akita_black_bowl_1")
+    assert np.allclose(out, shift, atol=1e-3)
+    if drawer < 0.0:  # the bowl's rim then ends UNDER_GAP from the drawer's edge (x = -0.087)
+        assert np.isclose(-0.13 + out[0] + 0.0535, -0.087 - UNDER_GAP, atol=1e-3)
 
 
 def _moka_scene() -> tuple[TaskInfo, SceneGeometry, PrivilegedState]:

@@ -43,6 +43,7 @@ RIM_WORDS = ("bowl", "mug", "ramekin")  # hollow objects grasped at their rim
 RIM_INSET = 0.012  # rim grasp point: this far inside the outer radius (the fingers straddle the wall)
 RIM_DEPTH = 0.02  # and this far below the rim
 REACH_MIN = 0.4  # reaching down horizontally closer than this to the arm's base folds the arm up: the hand stops short
+UNDER_GAP = 0.01  # a lifted object clears an open drawer above it by this much
 REST_MOTION = 5e-4  # an object whose origin and up axis move less than this in a step is at rest
 OFF_MIDDLE_MAX = 0.02  # grasp an elongated object at most this far off its middle, along its length
 OFF_MIDDLE_COST = 0.5  # and count each metre off it as this many metres less clearance
@@ -376,9 +377,26 @@ def drawer_boxes(view: SceneView, obj: str) -> list[np.ndarray]:
     return [b for b in boxes if not np.all((b[0] <= centre) & (centre <= b[1]))]
 
 
+def out_from_under(view: SceneView, obj: str) -> np.ndarray:
+    """Horizontal shift taking the round ``obj`` ``UNDER_GAP`` out from under the open drawers above it.
+
+    A bowl dragged out from under a drawer about to open can still reach under its edge: lifted straight up,
+    its rim catches there and the bowl is pulled out of the fingers.
+    """
+    shift = np.zeros(2)
+    for box in drawer_boxes(view, obj):
+        if box[0, 2] < view.box(obj)[1, 2]:
+            continue  # not above the object
+        centre = view.centre(obj)[:2] + shift
+        away = centre - np.clip(centre, box[0, :2], box[1, :2])
+        under = UNDER_GAP + outer_radius(view, obj) - float(np.linalg.norm(away))
+        shift += unit(away) * max(under, 0.0)
+    return shift
+
+
 def pick(obj: str, plan: Callable[[SceneView, str], Grasp] = plan_grasp) -> Skill:
-    """Wait for the objects to rest, approach from above, descend, close the fingers and lift; retried if the
-    object stays down.
+    """Wait for the objects to rest, approach from above, descend, close the fingers and lift (sideways out from
+    under an open drawer); retried if the object stays down.
 
     ``plan`` chooses the grasp (top-down by default; ``handle_grasp`` tilts the hand) once the objects are at rest.
     """
@@ -391,12 +409,13 @@ def pick(obj: str, plan: Callable[[SceneView, str], Grasp] = plan_grasp) -> Skil
         at = lambda v: v.pos(obj) + grasp.offset  # noqa: E731 - follows the object if it is nudged
         travel = max(view.clear_height(view.ee, at(view), [obj]), float(at(view)[2])) + 0.08
         above = lambda v: np.array([*at(v)[:2], travel])  # noqa: E731
+        lift = np.array([*out_from_under(view, obj), 0.04])
         return Chain([
             MoveTo(lambda v: np.array([*v.ee[:2], max(v.ee[2], travel)]), yaw, OPEN, tol=0.02, orient=orient),
             MoveTo(above, yaw, OPEN, tol=0.015, orient=orient),
             MoveTo(at, yaw, OPEN, tol=0.008, max_steps=40, orient=orient),
             CloseGripper(yaw, orient=orient),
-            MoveTo(lambda v: at(view) + [0.0, 0.0, 0.04], yaw, CLOSE, tol=0.01, max_steps=15, orient=orient),
+            MoveTo(lambda v: at(view) + lift, yaw, CLOSE, tol=0.01, max_steps=15, orient=orient),
         ])
 
     def lifted(view: SceneView) -> bool:
