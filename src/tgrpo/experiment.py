@@ -267,7 +267,7 @@ class ExperimentConfig:
                   sft=sft, sft_checkpoints=ckpts, train=dict(data.get("train", {})), eval_init_states=init,
                   eval_envs=int(ev.get("num_envs", 2)))
         for m in cfg.methods:  # every run's TrainConfig is built and validated now, before hours of compute
-            for (suite, task), seed in itertools.product(cfg.method_tasks(m), cfg.seeds):
+            for (suite, task), seed in itertools.product(cfg.method_tasks(m.name), cfg.seeds):
                 cfg.train_config(m, suite, task, seed)
         adopt = data.get("adopt", [])
         if not isinstance(adopt, list):
@@ -307,9 +307,10 @@ class ExperimentConfig:
     def method(self, name: str) -> Method:
         return next(m for m in self.methods if m.name == name)
 
-    def method_tasks(self, method: Method) -> tuple[tuple[str, int], ...]:
-        """The (suite, task) pairs ``method`` runs on: its own ``tasks``, else all of the grid's."""
-        return method.tasks or self.tasks
+    def method_tasks(self, name: str) -> tuple[tuple[str, int], ...]:
+        """The (suite, task) pairs the method ``name`` runs on: its own ``tasks``, else all of the grid's (the
+        SFT start is evaluated on all of them)."""
+        return self.tasks if name == SFT else (self.method(name).tasks or self.tasks)
 
     def adoption(self, key: tuple[str, str, int, int]) -> Adoption | None:
         return next((a for a in self.adopted if a.key == key), None)
@@ -344,7 +345,7 @@ class ExperimentConfig:
         partly finished grid has whole methods, with their spread over seeds, rather than whole seeds)."""
         runs = [Run(SFT, s, t, seed, str(self.run_dir(SFT, s, t, seed))) for seed in self.seeds for s, t in self.tasks]
         runs += [Run(m.name, s, t, seed, str(self.run_dir(m.name, s, t, seed)))
-                 for m in self.methods for seed in self.seeds for s, t in self.method_tasks(m)]
+                 for m in self.methods for seed in self.seeds for s, t in self.method_tasks(m.name)]
         return runs
 
     def eval_dir(self, run: Run) -> Path:
@@ -369,7 +370,7 @@ class ExperimentConfig:
         names = [SFT] + [m.name for m in self.methods]
         if method not in names:
             raise choice_error(f"{where} method", method, names)
-        tasks = self.tasks if method == SFT else self.method_tasks(self.method(method))
+        tasks = self.method_tasks(method)
         if (suite, task) not in tasks:
             raise choice_error(f"{where} task", f"{suite}:{task}", [f"{s}:{t}" for s, t in tasks])
         if seed not in self.seeds:
@@ -460,7 +461,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
-    failed: dict[str, str] = {}  # a cell, or a prerequisite several cells share -> the first line of its error
+    failed: dict[str, str] = {}  # a prerequisite several cells share (demos, SFT model) -> its error's first line
+    unfinished: dict[str, str] = {}  # a cell that did not finish -> its error's first line
 
     def need(what: str, make) -> None:
         """Make a shared prerequisite once; a failure is remembered, so the cells needing it skip it."""
@@ -510,7 +512,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
         except StopRequested:
             raise
         except TgrpoError as exc:
-            failed[cell] = str(exc).splitlines()[0]
+            unfinished[cell] = str(exc).splitlines()[0]
             print(f"error: {cell} did not finish: {exc}\nThe grid goes on with the other runs; rerunning the "
                   "command retries this one.", file=sys.stderr)
             continue
@@ -519,10 +521,10 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
         record.write_text(json.dumps(asdict(run) | {"seconds": previous + time.perf_counter() - t0}, indent=2))
         report(cfg)  # refreshed after every run, so partial grids can be read
     summary = report(cfg)
-    cells = [f"  {k}: {v}" for k, v in failed.items() if k.startswith("run ")]
-    if cells:
-        raise TgrpoError(f"{len(cells)} of the grid's {len(runs)} runs did not finish (the results of the others are "
-                         f"in {out / 'results.md'}; rerun the command to retry them):\n" + "\n".join(cells))
+    if unfinished:
+        raise TgrpoError(f"{len(unfinished)} of the grid's {len(runs)} runs did not finish (the results of the others "
+                         f"are in {out / 'results.md'}; rerun the command to retry them):\n"
+                         + "\n".join(f"  {cell}: {why}" for cell, why in unfinished.items()))
     return summary
 
 
@@ -593,7 +595,7 @@ def report(cfg: ExperimentConfig) -> dict:
     # suite level, seed by seed (mean over the suite's tasks; only seeds with all of them done)
     suite_rows: dict[str, dict[str, list[float]]] = {}
     for m in methods:
-        covered = cfg.tasks if m == SFT else cfg.method_tasks(cfg.method(m))
+        covered = cfg.method_tasks(m)
         for suite in dict.fromkeys(s for s, _ in covered):
             tasks = [t for s, t in covered if s == suite]
             per_seed = [float(np.mean([rate[(m, suite, t, seed)] for t in tasks])) for seed in cfg.seeds
