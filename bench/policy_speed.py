@@ -37,6 +37,12 @@ def _images(policy: TinyVLA, batch: int, rng: np.random.Generator) -> dict[str, 
     return {c: rng.integers(0, 256, (batch, 128, 128, 3), dtype=np.uint8) for c in policy.config.cameras}
 
 
+def _inputs(policy: TinyVLA, batch: int):
+    """Model inputs for ``batch`` observations (random images and proprioception, seed 0), not yet encoded."""
+    rng = np.random.default_rng(0)
+    return policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8)))
+
+
 def median_time(fn, repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` calls, after one untimed warm-up call."""
     fn()
@@ -73,8 +79,7 @@ def time_sample(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float
 def time_sample_parts(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float]:
     """The two parts of :func:`time_sample`: the frozen encoder on the batch's images, and the language
     model's KV-cached decoding of 7 tokens from those features."""
-    rng = np.random.default_rng(0)
-    inputs = policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8)))
+    inputs = _inputs(policy, batch)
     encoded = policy.encode(inputs)
     return (median_time(lambda: policy.encode(inputs), repeats),
             median_time(lambda: policy.sample(encoded, temperature=1.0), repeats))
@@ -97,8 +102,7 @@ def time_encoder_unfolded(policy: TinyVLA, batch: int, repeats: int) -> float:
     plain = copy.deepcopy(policy.core.vision)
     plain.frozen = False  # the unfolded forward path; eval mode keeps the batch norms' running statistics
     plain.eval()
-    pixels = policy.inputs(_images(policy, batch, np.random.default_rng(0)), [INSTR] * batch,
-                           np.zeros((batch, 8))).pixels
+    pixels = _inputs(policy, batch).pixels
     with torch.no_grad():
         return median_time(lambda: torch.cat([plain(pixels[i:i + 16]) for i in range(0, len(pixels), 16)]), repeats)
 
@@ -108,8 +112,7 @@ def profile_lm(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, float,
     (``mm``, ``addmm``), milliseconds in every other operator (self time), and the number of operators."""
     from torch.profiler import ProfilerActivity, profile
 
-    rng = np.random.default_rng(0)
-    encoded = policy.encode(policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8))))
+    encoded = policy.encode(_inputs(policy, batch))
     policy.sample(encoded, temperature=1.0)
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):
@@ -124,8 +127,7 @@ def time_one_pass(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, flo
     """The LM as it samples (KV-cached, 7 passes) against one forward pass over the prompt plus 7 tokens
     (teacher-forced, no gradient): the second is what a decoder of all 7 action tokens in one pass (as
     OpenVLA-OFT's parallel decoding) would cost with this LM."""
-    rng = np.random.default_rng(0)
-    encoded = policy.encode(policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8))))
+    encoded = policy.encode(_inputs(policy, batch))
     bins = torch.randint(0, 256, (batch, 7))
 
     def one_pass():
@@ -136,9 +138,8 @@ def time_one_pass(policy: TinyVLA, batch: int, repeats: int) -> tuple[float, flo
 
 
 def time_train_step(policy: TinyVLA, batch: int, repeats: int) -> float:
-    rng = np.random.default_rng(0)
     # the learner encodes a group's images once with the frozen encoder, then trains on the features
-    inputs = policy.encode(policy.inputs(_images(policy, batch, rng), [INSTR] * batch, rng.normal(size=(batch, 8))))
+    inputs = policy.encode(_inputs(policy, batch))
     bins = torch.randint(0, 256, (batch, 7))
     opt = torch.optim.AdamW([p for p in policy.parameters() if p.requires_grad], lr=1e-4)
 
