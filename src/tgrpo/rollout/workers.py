@@ -60,9 +60,11 @@ def with_worker_retries(pool, attempt: Callable[[], T], retries: int = 3, what: 
             return attempt(), failures
         except WorkerError as exc:
             last = exc
+            again = failures < retries
             print(f"warning: {what} attempt {failures + 1} failed ({exc.reason.splitlines()[0]}; env "
-                  f"{exc.env_index}, step {exc.step}); replacing the workers and running it again", file=sys.stderr)
-            if failures < retries:
+                  f"{exc.env_index}, step {exc.step})" + ("; replacing the workers and running it again" if again else ""),
+                  file=sys.stderr)
+            if again:
                 pool.rebuild()
     raise TgrpoError(f"the {what} failed {retries + 1} times in a row; stopping. Last failure: {last}"
                      + (f"\n{hint}" if hint else ""))
