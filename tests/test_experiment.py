@@ -99,6 +99,33 @@ def test_report_pools_paired_outcomes_and_seed_spread(tmp_path):
     assert "| SFT | 37.5 ± 17.7 (2/4, 1/4) |" in md and "| TGRPO | 75.0 ± 0.0 (3/4, 3/4) |" in md
 
 
+def test_sweep_table_adds_the_defaults_point_and_compares_with_sft_on_the_sweeps_task(tmp_path):
+    cfg = ExperimentConfig.from_dict(BASE | {
+        "out": str(tmp_path), "tasks": ["libero_object:0", "libero_goal:6"], "seeds": [0, 1],
+        "train": {"iterations": 2}, "eval": {"init_states": "0-3"},
+        "methods": [{"name": "TGRPO"}, {"name": "G", "overrides": {"algo.advantage": "grpo"}},
+                    {"name": "a1={algo.a1}", "sweep": {"algo.a1": [0.9, 0.1], "algo.a2": [0.1, 0.9]},
+                     "tasks": ["libero_object:0"]}]})
+    outcomes = {(SFT, "libero_object", 0): [1, 0, 0, 0], (SFT, "libero_object", 1): [1, 1, 0, 0],
+                ("TGRPO", "libero_object", 0): [1, 1, 0, 0], ("TGRPO", "libero_object", 1): [1, 1, 1, 0],
+                ("a1=0.1", "libero_object", 0): [1, 1, 1, 1], ("a1=0.1", "libero_object", 1): [1, 1, 1, 1],
+                ("a1=0.9", "libero_object", 0): [0, 0, 0, 0]}  # a1=0.9 seed 1 not finished
+    for run in cfg.runs():  # the goal task and G succeed or fail everywhere: none of it may enter the sweep
+        if (run.method, run.suite, run.seed) != ("a1=0.9", "libero_object", 1):
+            default = [run.suite == "libero_goal"] * 4
+            _fake_eval(cfg.eval_dir(run), [bool(x) for x in outcomes.get((run.method, run.suite, run.seed), default)],
+                       run.task)
+    summary = report(cfg)
+    assert [p[:2] for p in summary["sweeps"]["a1={algo.a1}"]["points"]] == [
+        ("a1=0.1", 0.1), ("TGRPO (algo.a1=0.3, algo.a2=0.7)", 0.3), ("a1=0.9", 0.9)]
+    md = (tmp_path / "results.md").read_text()
+    table = md.split("## Sweep a1={algo.a1} on libero_object 0\n\n")[1].split("\n\n")[0].splitlines()
+    assert table == ["| algo.a1 | method | success |", "|---|---|---|", "| 0.1 | a1=0.1 | 100.0 ± 0.0 |",
+                     "| 0.3 | TGRPO (algo.a1=0.3, algo.a2=0.7) | 62.5 ± 17.7 |", "| 0.9 | a1=0.9 | 0.0 |",
+                     "| | SFT start | 37.5 ± 17.7 |"]
+    assert (tmp_path / f"sweep_{slug('algo.a1')}.png").exists()
+
+
 @pytest.mark.parametrize("entry, pattern", [
     ({"method": "PPO", "path": "x"}, r"unknown adopt\[0\] method 'PPO'; valid choices: SFT, TGRPO"),
     ({"seed": 3}, r"unknown adopt\[0\] seed 3; valid choices: 0"),

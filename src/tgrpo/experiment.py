@@ -43,6 +43,7 @@ aggregate ``out/results.json``, ``out/results.md`` and ``out/*.png``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import re
@@ -590,17 +591,13 @@ def report(cfg: ExperimentConfig) -> dict:
     by_key = {(r["method"], r["suite"], r["task"], r["seed"]): r for r in records}
     methods = [SFT] + [m.name for m in cfg.methods]
     total = len(cfg.runs())
-    rate = {k: r["successes"] / r["episodes"] for k, r in by_key.items()}
 
     # suite level, seed by seed (mean over the suite's tasks; only seeds with all of them done)
     suite_rows: dict[str, dict[str, list[float]]] = {}
     for m in methods:
         covered = cfg.method_tasks(m)
         for suite in dict.fromkeys(s for s, _ in covered):
-            tasks = [t for s, t in covered if s == suite]
-            per_seed = [float(np.mean([rate[(m, suite, t, seed)] for t in tasks])) for seed in cfg.seeds
-                        if all((m, suite, t, seed) in rate for t in tasks)]
-            suite_rows.setdefault(m, {})[suite] = per_seed
+            suite_rows.setdefault(m, {})[suite] = _seed_rates(cfg, records, m, [(s, t) for s, t in covered if s == suite])
 
     # paired against SFT of the same seed on the same states, pooled over tasks and seeds
     paired = {}
@@ -635,6 +632,11 @@ def report(cfg: ExperimentConfig) -> dict:
             cells.append(_fmt([r["successes"] / r["episodes"] for r in done]) +
                          (" (" + ", ".join(f"{r['successes']}/{r['episodes']}" for r in done) + ")" if done else ""))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    sweeps = sweep_points(cfg, records)
+    for group, sw in sweeps.items():
+        lines += ["", f"## Sweep {group} on {_task_names(sw['tasks'])}", "", f"| {sw['key']} | method | success |",
+                  "|---|---|---|"] + [f"| {x} | {label} | {_fmt(rates)} |" for label, x, rates in sw["points"]]
+        lines.append(f"| | SFT start | {_fmt(sw['sft'])} |")
     lines += ["", "## Paired with the SFT start of the same seed (same init states; exact McNemar test)", "",
               "| method | both | only SFT | only this | p |", "|---|---|---|---|---|"]
     for m, p in paired.items():
@@ -653,10 +655,11 @@ def report(cfg: ExperimentConfig) -> dict:
         for a in cfg.adopted:
             lines.append(f"| {a.method}, {a.suite} task {a.task}, seed {a.seed} | {a.path} | "
                          f"{'; '.join(a.notes) or 'none'} |")
-    plots = _plots(cfg, records, out)
+    plots = _plots(cfg, records, sweeps, out)
     lines += [""] + [f"![{p.stem}]({p.name})" for p in plots]
     (out / "results.md").write_text("\n".join(lines) + "\n")
-    summary = {"finished": len(records), "total": total, "runs": records, "by_suite": suite_rows, "paired": paired}
+    summary = {"finished": len(records), "total": total, "runs": records, "by_suite": suite_rows, "paired": paired,
+               "sweeps": sweeps}
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -670,8 +673,46 @@ def _ranges(values: tuple[int, ...]) -> str:
     return ",".join(parts)
 
 
-def _plots(cfg: ExperimentConfig, records: list[dict], out: Path) -> list[Path]:
-    """Learning curves per task (group return, mean over seeds) and one plot per sweep."""
+def _task_names(tasks) -> str:
+    return ", ".join(f"{s} {t}" for s, t in tasks)
+
+
+def _seed_rates(cfg: ExperimentConfig, records: list[dict], method: str, tasks) -> list[float]:
+    """Per seed, the mean success over ``tasks`` of ``method``; only seeds with every one of them done."""
+    rate = {(r["suite"], r["task"], r["seed"]): r["successes"] / r["episodes"] for r in records if r["method"] == method}
+    return [float(np.mean([rate[(s, t, seed)] for s, t in tasks])) for seed in cfg.seeds
+            if all((s, t, seed) in rate for s, t in tasks)]
+
+
+def sweep_points(cfg: ExperimentConfig, records: list[dict]) -> dict[str, dict]:
+    """Each sweep of the grid as data for its table and plot, keyed by the declared name template.
+
+    Per sweep: ``key`` (the first swept key, the x axis), ``tasks`` (the sweep's tasks), ``members`` (its
+    methods' names), ``points``: ``(label, value, per-seed success rates)`` sorted by value, and ``sft``: the
+    SFT start's per-seed rates on the same tasks (the baseline line). A method without overrides that runs on
+    the sweep's tasks is a point too, at its default value, labelled with every swept key's default: it is
+    the sweep's missing point when the defaults lie on it (TGRPO's a1 = 0.3, a2 = 0.7 in the paper's a1 sweep,
+    where a1 + a2 = 1)."""
+    sweeps = {}
+    for group in dict.fromkeys(m.sweep_group for m in cfg.methods if m.sweep_group):
+        members = [m for m in cfg.methods if m.sweep_group == group]
+        key, tasks = members[0].sweep, cfg.method_tasks(members[0].name)
+        keys = [key] + [k for k in members[0].overrides
+                        if k != key and len({repr(m.overrides.get(k)) for m in members}) > 1]
+        points = [(m.name, m.overrides[key], _seed_rates(cfg, records, m.name, tasks)) for m in members]
+        for m in cfg.methods:
+            if not m.overrides and set(tasks) <= set(cfg.method_tasks(m.name)):
+                tc = cfg.train_config(m, *tasks[0], cfg.seeds[0])
+                value = {k: functools.reduce(getattr, k.split("."), tc) for k in keys}
+                label = f"{m.name} (" + ", ".join(f"{k}={v}" for k, v in value.items()) + ")"
+                points.append((label, value[key], _seed_rates(cfg, records, m.name, tasks)))
+        sweeps[group] = {"key": key, "tasks": tasks, "members": [m.name for m in members],
+                         "points": sorted(points, key=lambda p: p[1]), "sft": _seed_rates(cfg, records, SFT, tasks)}
+    return sweeps
+
+
+def _plots(cfg: ExperimentConfig, records: list[dict], sweeps: dict[str, dict], out: Path) -> list[Path]:
+    """Learning curves per task (group return, mean over seeds) and one plot per sweep (``sweep_points``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -696,32 +737,26 @@ def _plots(cfg: ExperimentConfig, records: list[dict], out: Path) -> list[Path]:
         paths.append(out / "learning_curves.png")
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
-    groups = dict.fromkeys(m.sweep_group for m in cfg.methods if m.sweep_group)
-    for group in groups:
-        members = [m for m in cfg.methods if m.sweep_group == group]
-        xs, means, stds = [], [], []
-        for m in members:
-            per_seed = [np.mean([r["successes"] / r["episodes"] for r in records
-                                 if r["method"] == m.name and r["seed"] == seed]) for seed in cfg.seeds
-                        if any(r["method"] == m.name and r["seed"] == seed for r in records)]
-            if per_seed:
-                mean, std = _mean_std(per_seed)
-                xs.append(m.overrides[m.sweep])
-                means.append(100 * mean)
-                stds.append(100 * std)
-        if not xs:
+    for group, sw in sweeps.items():
+        points = [(x, rates) for _, x, rates in sw["points"] if rates]
+        if not points:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.errorbar(xs, means, yerr=stds, marker="o", capsize=3)
-        sft = [r["successes"] / r["episodes"] for r in records if r["method"] == SFT]
-        if sft:
-            ax.axhline(100 * float(np.mean(sft)), color="gray", linestyle="--", label="SFT")
+        stats = [_mean_std(rates) for _, rates in points]
+        ax.errorbar([x for x, _ in points], [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats],
+                    marker="o", capsize=3)
+        for label, x, rates in sw["points"]:
+            if rates and label not in sw["members"]:  # the defaults' point (TGRPO's a1=0.3), named
+                ax.annotate(label, (x, 100 * _mean_std(rates)[0]), fontsize=7, xytext=(4, 4),
+                            textcoords="offset points")
+        if sw["sft"]:
+            ax.axhline(100 * _mean_std(sw["sft"])[0], color="gray", linestyle="--", label="SFT")
             ax.legend()
-        ax.set_xlabel(members[0].sweep)
+        ax.set_xlabel(sw["key"])
         ax.set_ylabel("held-out success (%)")
-        ax.set_title(f"sweep: {group}")
+        ax.set_title(f"sweep: {group} ({_task_names(sw['tasks'])})")
         fig.tight_layout()
-        paths.append(out / f"sweep_{slug(members[0].sweep)}.png")
+        paths.append(out / f"sweep_{slug(sw['key'])}.png")
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     return paths
