@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,8 +14,8 @@ from tgrpo.envs.scene import SceneView
 from tgrpo.errors import ConfigError
 from tgrpo.experts import ScriptedExpert, supports
 from tgrpo.experts.scripted import (DOWN, SLOT_GAP, UNDER_GAP, door, front_orientation, goal_behind_door,
-                                   goal_in_region, handle_grasp, out_from_under, plan_for, plan_grasp,
-                                   rotation_error)
+                                   goal_in_region, grasp_yaw, handle_grasp, out_from_under, plan_for, plan_grasp,
+                                   rot_z, rotation_error)
 
 BASE = np.array([-0.66, 0.0, 0.912])  # the arm's base in LIBERO's table and kitchen scenes
 
@@ -141,6 +142,22 @@ def test_a_bowl_is_grasped_at_its_rim_facing_the_robot_unless_that_side_is_too_n
                         np.zeros(0), goals=1)
     grasp = plan_grasp(SceneView(task, geometry, state), "akita_black_bowl_1")
     assert np.sign(grasp.offset[0]) == side and abs(grasp.offset[1]) < 0.01
+
+
+@pytest.mark.parametrize("wrist, yaw", [(1.68, 45.0), (0.5, -135.0)])
+def test_a_grasp_turns_the_hand_the_other_way_when_the_nearest_yaw_takes_the_wrist_to_its_stop(wrist: float,
+                                                                                             yaw: float) -> None:
+    """libero_10 4 (fixed init state 0): after the first mug, held at yaw -90 degrees to the right of the robot,
+    the second, to its left, is grasped closing along -45 degrees. Yaw -135 (nearest) would take the wrist,
+    already at 1.68 rad, past its stop at 2.9 (by 0.8 rad of turn and 0.6 of the arm swinging left about its
+    base), so the hand turns the other way, to +45. With the wrist at 0.5, -135 is left room."""
+    task, geometry = _plate_scene("akita_black_bowl_1")
+    state = _rest_state(np.array([[-0.05, 0.11, 0.93], [0.05, 0.2, 0.9], [0.0, 0.0, 0.0]]),
+                        np.array([[0.0, 0.0, 0.0, 1.0]] * 3), np.zeros(0), goals=1)
+    state = replace(state, ee_pos=np.array([0.03, -0.33, 0.62]), ee_mat=rot_z(-np.pi / 2) @ DOWN,
+                    joint_pos=np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, wrist]))
+    chosen = grasp_yaw(SceneView(task, geometry, state), np.deg2rad(-45.0), np.array([-0.05, 0.11]))
+    assert np.isclose(np.rad2deg(chosen), yaw)
 
 
 @pytest.mark.parametrize("drawer, shift", [(-0.16, [-0.0205, 0.0]), (0.0, [0.0, 0.0])])
