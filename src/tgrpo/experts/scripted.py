@@ -296,23 +296,23 @@ def grasp_candidates(view: SceneView, obj: str) -> list[tuple[float, np.ndarray,
     rim = any(w in obj for w in RIM_WORDS)
     near = float(np.linalg.norm(centre[:2] - view.geometry.robot_base[:2])) - outer_radius(view, obj)
     side = -1.0 if near >= REACH_MIN else 1.0  # x direction of the preferred rim side
-    length, shifts = (np.zeros(2), [0.0]) if rim else grasp_shifts(view, obj)
+    length, shifts = (None, []) if rim else grasp_shifts(view, obj)
     candidates = []
     for angle in np.deg2rad(np.arange(0.0, 360.0, 15.0)):
         d = np.array([np.cos(angle), np.sin(angle)])
-        if not rim and angle >= np.pi:
-            continue  # the gripper is symmetric
-        for shift in shifts:
-            if rim:
-                point3 = rim_point(view, obj, d)
-                point, z, span = point3[:2], point3[2], 0.03
-            else:
-                width = view.width_along(obj, d)
-                point, span = centre[:2] + shift * length, width / 2 + 0.015
-                z = box[0, 2] + max(0.5 * height, height - FINGER_REACH)
+        if rim:
+            point3 = rim_point(view, obj, d)
+            z, span = point3[2], 0.03
+            points = [(point3[:2], 0.01 * side * d[0])]  # (grip xy, preference)
+        else:
+            if angle >= np.pi:
+                continue  # the gripper is symmetric
+            width = view.width_along(obj, d)
+            z, span = box[0, 2] + max(0.5 * height, height - FINGER_REACH), width / 2 + 0.015
+            wide = max(width - MAX_GRIP_WIDTH, 0.0) * 10
+            points = [(centre[:2] + shift * length, -wide - OFF_MIDDLE_COST * abs(shift)) for shift in shifts]
+        for point, preference in points:
             clearance = grasp_clearance(view, obj, point, d, z, span)
-            preference = 0.01 * side * d[0] if rim else \
-                -max(width - MAX_GRIP_WIDTH, 0.0) * 10 - OFF_MIDDLE_COST * abs(shift)
             candidates.append((min(clearance, 0.05) + preference, point, float(angle), float(z), clearance))
     return candidates
 
@@ -366,10 +366,8 @@ def grasp_yaw(view: SceneView, closing_angle: float, xy: np.ndarray) -> float:
     current = yaw_of(view.state.ee_mat)
     near = nearest_yaw(closing_angle, current)
     other = near + np.pi if near < current else near - np.pi
-    if abs(wrist_angle(view, near, xy)) > WRIST_LIMIT - WRIST_MARGIN \
-            and abs(wrist_angle(view, other, xy)) < abs(wrist_angle(view, near, xy)):
-        return other
-    return near
+    wrist = abs(wrist_angle(view, near, xy))
+    return other if wrist > WRIST_LIMIT - WRIST_MARGIN and abs(wrist_angle(view, other, xy)) < wrist else near
 
 
 def rim_point(view: SceneView, obj: str, direction: np.ndarray) -> np.ndarray:
