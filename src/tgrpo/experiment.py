@@ -738,17 +738,15 @@ def _plots(cfg: ExperimentConfig, records: list[dict], sweeps: dict[str, dict], 
         fig.savefig(paths[-1], dpi=100)
         plt.close(fig)
     for group, sw in sweeps.items():
-        points = [(x, rates) for _, x, rates in sw["points"] if rates]
+        points = [(label, x, *_mean_std(rates)) for label, x, rates in sw["points"] if rates]
         if not points:
             continue
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        stats = [_mean_std(rates) for _, rates in points]
-        ax.errorbar([x for x, _ in points], [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats],
+        ax.errorbar([p[1] for p in points], [100 * p[2] for p in points], yerr=[100 * p[3] for p in points],
                     marker="o", capsize=3)
-        for label, x, rates in sw["points"]:
-            if rates and label not in sw["members"]:  # the defaults' point (TGRPO's a1=0.3), named
-                ax.annotate(label, (x, 100 * _mean_std(rates)[0]), fontsize=7, xytext=(4, 4),
-                            textcoords="offset points")
+        for label, x, mean, _ in points:
+            if label not in sw["members"]:  # the defaults' point (TGRPO's a1=0.3), named
+                ax.annotate(label, (x, 100 * mean), fontsize=7, xytext=(4, 4), textcoords="offset points")
         if sw["sft"]:
             ax.axhline(100 * _mean_std(sw["sft"])[0], color="gray", linestyle="--", label="SFT")
             ax.legend()
