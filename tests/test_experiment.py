@@ -214,6 +214,25 @@ def test_a_failed_run_is_reported_and_the_grid_goes_on(tmp_path, monkeypatch, ca
     assert "rerunning the command retries this one" in err
 
 
+def test_cell_clock_saves_while_running_and_sums_invocations(tmp_path):
+    import time
+
+    from tgrpo.experiment import cell_clock
+
+    record, fields = tmp_path / "cell" / "run.json", {"method": "TGRPO", "seed": 0}
+    with cell_clock(record, fields, every_s=0.05):
+        time.sleep(0.3)
+        during = json.loads(record.read_text())  # what a kill at this point would leave
+    first = json.loads(record.read_text())
+    assert during["method"] == "TGRPO" and 0.05 <= during["seconds"] <= first["seconds"]
+    assert 0.3 <= first["seconds"] < 2.0
+    with pytest.raises(RuntimeError), cell_clock(record, fields, every_s=10.0):  # a failed attempt counts too
+        time.sleep(0.2)
+        raise RuntimeError("worker died")
+    assert first["seconds"] + 0.2 <= json.loads(record.read_text())["seconds"] < first["seconds"] + 2.0
+    assert [f.name for f in record.parent.iterdir()] == ["run.json"]  # no temporary file left behind
+
+
 @pytest.mark.sim
 @pytest.mark.slow
 def test_miniature_experiment_runs_every_cell_and_resumes(tmp_path):

@@ -43,11 +43,14 @@ aggregate ``out/results.json``, ``out/results.md`` and ``out/*.png``.
 from __future__ import annotations
 
 import dataclasses
+import contextlib
 import functools
 import itertools
 import json
+import os
 import re
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -504,12 +507,12 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
             if not cfg.sft_checkpoints.get(run.suite, {}).get(run.seed) and not (d / "sft_summary.json").exists():
                 need(f"the SFT model of {run.suite} seed {run.seed}", lambda: sft_model(run.suite, run.seed))
             _stage(cell)
-            t0 = time.perf_counter()
-            if run.method == SFT:
-                ecfg = cfg.sft_eval_config(run)
-                evaluate(load_policy(ecfg.checkpoint), ecfg)
-            else:
-                train(cfg.train_config(cfg.method(run.method), run.suite, run.task, run.seed))
+            with cell_clock(Path(run.path) / "run.json", asdict(run)):
+                if run.method == SFT:
+                    ecfg = cfg.sft_eval_config(run)
+                    evaluate(load_policy(ecfg.checkpoint), ecfg)
+                else:
+                    train(cfg.train_config(cfg.method(run.method), run.suite, run.task, run.seed))
         except StopRequested:
             raise
         except TgrpoError as exc:
@@ -517,9 +520,6 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
             print(f"error: {cell} did not finish: {exc}\nThe grid goes on with the other runs; rerunning the "
                   "command retries this one.", file=sys.stderr)
             continue
-        record = Path(run.path) / "run.json"
-        previous = json.loads(record.read_text())["seconds"] if record.exists() else 0.0
-        record.write_text(json.dumps(asdict(run) | {"seconds": previous + time.perf_counter() - t0}, indent=2))
         report(cfg)  # refreshed after every run, so partial grids can be read
     summary = report(cfg)
     if unfinished:
@@ -527,6 +527,38 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
                          f"are in {out / 'results.md'}; rerun the command to retry them):\n"
                          + "\n".join(f"  {cell}: {why}" for cell, why in unfinished.items()))
     return summary
+
+
+@contextlib.contextmanager
+def cell_clock(record: Path, fields: dict, every_s: float = 30.0):
+    """Count a cell's wall time in ``record`` (JSON: ``fields`` plus ``seconds``), summed over invocations.
+
+    A session's end can kill the grid in the middle of a cell, and the next invocation resumes the cell from
+    its checkpoint. The running total is therefore saved every ``every_s`` seconds by a daemon thread, and once
+    more on leaving the block (normally or by an exception): a killed invocation's time counts up to its last
+    save (at most ``every_s`` short) instead of being lost. Each save replaces the file whole, so a kill never
+    leaves half a record."""
+    base = json.loads(record.read_text())["seconds"] if record.exists() else 0.0
+    t0, stop = time.perf_counter(), threading.Event()
+
+    def save() -> None:
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(fields | {"seconds": base + time.perf_counter() - t0}, indent=2))
+        os.replace(tmp, record)
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            save()
+
+    record.parent.mkdir(parents=True, exist_ok=True)
+    thread = threading.Thread(target=beat, name="cell-clock", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        save()
 
 
 # -- aggregation ----------------------------------------------------------------------------------------
