@@ -42,8 +42,8 @@ aggregate ``out/results.json``, ``out/results.md`` and ``out/*.png``.
 
 from __future__ import annotations
 
-import dataclasses
 import contextlib
+import dataclasses
 import functools
 import itertools
 import json
@@ -60,8 +60,8 @@ from typing import Any
 import numpy as np
 
 from tgrpo.config import apply_overrides, parse_index_list, train_config_from_dict
-from tgrpo.envs.suites import NUM_INIT_STATES, SUITES, get_suite
 from tgrpo.data.hdf5 import default_demo_path, find_task_demo_file
+from tgrpo.envs.suites import NUM_INIT_STATES, SUITES, get_suite
 from tgrpo.errors import ConfigError, StopRequested, TgrpoError, choice_error
 from tgrpo.evaluation import EPISODES_FILE, EvalConfig, mcnemar_exact_p, read_episodes
 
