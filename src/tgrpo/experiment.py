@@ -773,10 +773,10 @@ def _plots(cfg: ExperimentConfig, records: list[dict], sweeps: dict[str, dict], 
         points = [(label, x, *_mean_std(rates)) for label, x, rates in sw["points"] if rates]
         if not points:
             continue
+        labels, xs, means, stds = zip(*points)
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.errorbar([p[1] for p in points], [100 * p[2] for p in points], yerr=[100 * p[3] for p in points],
-                    marker="o", capsize=3)
-        for label, x, mean, _ in points:
+        ax.errorbar(xs, [100 * m for m in means], yerr=[100 * s for s in stds], marker="o", capsize=3)
+        for label, x, mean in zip(labels, xs, means):
             if label not in sw["members"]:  # the defaults' point (TGRPO's a1=0.3), named
                 ax.annotate(label, (x, 100 * mean), fontsize=7, xytext=(4, 4), textcoords="offset points")
         if sw["sft"]:
