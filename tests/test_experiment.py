@@ -119,7 +119,7 @@ def test_sweep_table_adds_the_defaults_point_and_compares_with_sft_on_the_sweeps
     assert [p[:2] for p in summary["sweeps"]["a1={algo.a1}"]["points"]] == [
         ("a1=0.1", 0.1), ("TGRPO (algo.a1=0.3, algo.a2=0.7)", 0.3), ("a1=0.9", 0.9)]
     md = (tmp_path / "results.md").read_text()
-    table = md.split("## Sweep a1={algo.a1} on libero_object 0\n\n")[1].split("\n\n")[0].splitlines()
+    table = md.split("## Sweep of algo.a1 on libero_object 0 (methods a1={algo.a1})\n\n")[1].split("\n\n")[0].splitlines()
     assert table == ["| algo.a1 | method | success |", "|---|---|---|", "| 0.1 | a1=0.1 | 100.0 ± 0.0 |",
                      "| 0.3 | TGRPO (algo.a1=0.3, algo.a2=0.7) | 62.5 ± 17.7 |", "| 0.9 | a1=0.9 | 0.0 |",
                      "| | SFT start | 37.5 ± 17.7 |"]

@@ -666,8 +666,9 @@ def report(cfg: ExperimentConfig) -> dict:
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     sweeps = sweep_points(cfg, records)
     for group, sw in sweeps.items():
-        lines += ["", f"## Sweep {group} on {_task_names(sw['tasks'])}", "", f"| {sw['key']} | method | success |",
-                  "|---|---|---|"] + [f"| {x} | {label} | {_fmt(rates)} |" for label, x, rates in sw["points"]]
+        lines += ["", f"## Sweep of {sw['key']} on {_task_names(sw['tasks'])} (methods {group})", "",
+                  f"| {sw['key']} | method | success |", "|---|---|---|"]
+        lines += [f"| {x} | {label} | {_fmt(rates)} |" for label, x, rates in sw["points"]]
         lines.append(f"| | SFT start | {_fmt(sw['sft'])} |")
     lines += ["", "## Paired with the SFT start of the same seed (same init states; exact McNemar test)", "",
               "| method | both | only SFT | only this | p |", "|---|---|---|---|---|"]
@@ -784,7 +785,7 @@ def _plots(cfg: ExperimentConfig, records: list[dict], sweeps: dict[str, dict], 
             ax.legend()
         ax.set_xlabel(sw["key"])
         ax.set_ylabel("held-out success (%)")
-        ax.set_title(f"sweep: {group} ({_task_names(sw['tasks'])})")
+        ax.set_title(f"sweep of {sw['key']} ({_task_names(sw['tasks'])})")
         fig.tight_layout()
         paths.append(out / f"sweep_{slug(sw['key'])}.png")
         fig.savefig(paths[-1], dpi=100)
