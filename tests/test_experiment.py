@@ -202,7 +202,7 @@ def test_a_failed_run_is_reported_and_the_grid_goes_on(tmp_path, monkeypatch, ca
     monkeypatch.setattr(tgrpo.train, "train", train)
     monkeypatch.setattr(tgrpo.policy.registry, "load_policy", lambda checkpoint: None)
     monkeypatch.setattr(tgrpo.evaluation, "evaluate", lambda policy, ecfg: _fake_eval(Path(ecfg.out), [True, True]))
-    with pytest.raises(TgrpoError, match=r"(?s)8 of the grid's 12 runs did not finish.*"
+    with pytest.raises(TgrpoError, match=r"(?s)8 of the 12 runs did not finish.*"
                                          r"broken, libero_object task 0, seed 0: the rollout failed"):
         run_experiment(cfg)
     # the goal task's demos were tried once; its 6 cells were skipped, the object task's cells all ran
@@ -275,3 +275,65 @@ def test_miniature_experiment_runs_every_cell_and_resumes(tmp_path):
     assert "## Adopted runs" in (tmp_path / "exp2/results.md").read_text()
     with pytest.raises(ConfigError, match=r"adopt\[0\].*other settings than the cell: algo.lr = 0.0001 \(the cell: 0.001\)"):
         ExperimentConfig.from_dict(second | {"train": second["train"] | {"algo": {"epochs": 1, "lr": 1e-3}}})
+
+
+def test_the_ledger_keeps_cells_when_run_directories_are_lost_and_refuses_another_start(tmp_path, monkeypatch):
+    import shutil
+    import types
+
+    import tgrpo.data.collect
+    import tgrpo.evaluation
+    import tgrpo.policy.registry
+    import tgrpo.sft
+    import tgrpo.train
+    from tgrpo.errors import TgrpoError
+    from tgrpo.experiment import run_experiment
+
+    cfg = ExperimentConfig.from_dict(BASE | {
+        "out": str(tmp_path / "out"), "ledger": str(tmp_path / "ledger"), "tasks": ["libero_object:0", "libero_goal:6"],
+        "eval": {"init_states": "0-1"}, "methods": [{"name": "TGRPO"}, {"name": "G", "overrides": {"algo.a1": 0.5},
+                                                                         "tasks": ["libero_object:0"]}]})
+    eval_dir = {run.path: cfg.eval_dir(run) for run in cfg.runs()}
+    made = {"weights": "w1", "sft": [], "train": []}
+
+    def train_sft(sft_cfg):  # an SFT model whose weights are made["weights"]
+        made["sft"].append(sft_cfg.out)
+        (Path(sft_cfg.out) / "best").mkdir(parents=True, exist_ok=True)
+        (Path(sft_cfg.out) / "best" / "policy.safetensors").write_text(made["weights"])
+        (Path(sft_cfg.out) / "sft_summary.json").write_text('{"final": {"val/token_acc": 0.9}}')
+
+    def train(tcfg):
+        made["train"].append(tcfg.out)
+        _fake_eval(eval_dir[tcfg.out], [True, tcfg.algo.a1 == 0.5], tcfg.task)
+
+    monkeypatch.setattr(tgrpo.data.collect, "collect_task", lambda *a, **k: types.SimpleNamespace(skipped=True))
+    monkeypatch.setattr(tgrpo.sft, "train_sft", train_sft)
+    monkeypatch.setattr(tgrpo.train, "train", train)
+    monkeypatch.setattr(tgrpo.policy.registry, "load_policy", lambda checkpoint: None)
+    monkeypatch.setattr(tgrpo.evaluation, "evaluate",
+                        lambda policy, ecfg: _fake_eval(Path(ecfg.out), [True, False], ecfg.tasks[0]))
+    object_cells = [r for r in cfg.runs() if r.suite == "libero_object"]
+    run_experiment(cfg, tasks=(("libero_object", 0),))  # only the object task's three cells
+    assert len(made["sft"]) == 1 and len(made["train"]) == 2
+    assert [cfg.recorded(r) is not None for r in cfg.runs()] == [r.suite == "libero_object" for r in cfg.runs()]
+    sft_cell = cfg.recorded(object_cells[0])
+    assert sft_cell["outcomes"] == {"0:0": True, "0:1": False} and sft_cell["sft_summary"]["final"]["val/token_acc"] == 0.9
+    assert sft_cell["start"]["sft"] == cfg.recorded(object_cells[1])["start"]["sft"] is not None
+    assert (cfg.record_dir(object_cells[2]) / "episodes.jsonl").read_text() == \
+        (eval_dir[object_cells[2].path] / "episodes.jsonl").read_text()
+    before = report(cfg)
+
+    shutil.rmtree(tmp_path / "out")  # a new checkout: run directories and models gone, the ledger committed
+    assert all(map(cfg.done, object_cells)) and not any(map(cfg.evaluated, object_cells))
+    assert report(cfg)["runs"] == before["runs"]
+    shutil.rmtree(cfg.record_dir(object_cells[2]))  # G's record removed: it runs again, from a retrained model
+    made["weights"] = "w2"  # ... which came out different
+    with pytest.raises(TgrpoError, match=r"1 of the 5 runs did not finish(?s:.*)G, libero_object task 0, seed 0: the SFT "
+                                         r"model .*libero_object/seed0/best \(fingerprint [0-9a-f]{12}\) is not what the "
+                                         r"ledger's cells SFT task 0 seed 0, TGRPO task 0 seed 0 started from"):
+        run_experiment(cfg)  # the goal task's cells run (no record to disagree with); G is refused
+    assert cfg.recorded(cfg.runs()[1]) is not None and cfg.recorded(object_cells[2]) is None
+    made["weights"] = "w1"  # retrained identically (as SFT does, tests/test_sft.py): G runs and pairs
+    shutil.rmtree(tmp_path / "out/sft/libero_object")
+    summary = run_experiment(cfg)
+    assert summary["finished"] == summary["total"] == 5 and cfg.recorded(object_cells[2])["successes"] == 2

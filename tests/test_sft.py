@@ -81,6 +81,20 @@ def test_resumed_run_matches_uninterrupted_run(demo_file, tmp_path):
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
 
 
+def test_training_again_gives_the_same_fingerprint(demo_file, tmp_path):
+    """What an experiment ledger relies on to pair a retrained SFT model with the cells recorded from it."""
+    import dataclasses
+
+    from tgrpo.checkpoint import fingerprint
+
+    runs = {"a": _cfg(demo_file, tmp_path / "a", 12), "b": _cfg(demo_file, tmp_path / "b", 12)}
+    runs["seed1"] = dataclasses.replace(_cfg(demo_file, tmp_path / "seed1", 12), seed=1)
+    for cfg in runs.values():
+        train_sft(cfg)
+    prints = {name: fingerprint(tmp_path / name / "checkpoint") for name in runs}
+    assert prints["a"] == prints["b"] != prints["seed1"]
+
+
 def test_bad_inputs_are_named(tmp_path):
     with pytest.raises(ConfigError, match="at least one demo"):
         SFTConfig()

@@ -10,6 +10,7 @@ run killed at any moment leaves either the previous or the new checkpoint comple
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import random
 import shutil
@@ -98,6 +99,22 @@ def save_checkpoint(directory: str | Path, write_policy: Callable[[Path], Any], 
     tmp.rename(final)
     shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def fingerprint(directory: str | Path) -> str:
+    """SHA-256 of what a checkpoint directory holds of the policy: every file but the optimizer's and the
+    trainer state (progress; a training run's history holds wall times), by name. Equal fingerprints mean the same weights, configuration
+    and normalisation statistics; a policy trained again on the same data with the same seed on the same kind
+    of machine gets the same one (float arithmetic on other CPUs may differ in the last bits)."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name not in (STATE_FILE, OPTIMIZER_FILE))
+    if not files:
+        raise DatasetError(f"{directory} holds no policy files to fingerprint")
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.name.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
 
 
 def find_checkpoint(directory: str | Path) -> Path | None:

@@ -225,17 +225,20 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from tgrpo.experiment import ExperimentConfig, report, run_experiment
+    from tgrpo.experiment import ExperimentConfig, grid_subset, report, run_experiment
 
     cfg = ExperimentConfig.load(args.config)
+    tasks = grid_subset(args.tasks, "--tasks", cfg.tasks) if args.tasks else None
     if args.dry_run:
-        runs = cfg.runs()
+        runs = [r for r in cfg.runs() if tasks is None or (r.suite, r.task) in tasks]
         for run in runs:
-            print(f"{'done' if cfg.done(run) else 'todo'}  {run.method:24s} {run.suite} task {run.task} seed {run.seed}"
-                  f"  {run.path}")
-        print(f"{sum(map(cfg.done, runs))}/{len(runs)} runs done")
+            state = "recorded" if cfg.recorded(run) else "done" if cfg.evaluated(run) else "todo"
+            print(f"{state:8s}  {run.method:24s} {run.suite} task {run.task} seed {run.seed}  {run.path}")
+        print(f"{sum(map(cfg.done, runs))}/{len(runs)} runs done" +
+              (f" ({sum(cfg.recorded(r) is not None for r in runs)} recorded in the ledger {cfg.ledger})"
+               if cfg.ledger else ""))
         return 0
-    summary = report(cfg) if args.report else run_experiment(cfg)
+    summary = report(cfg) if args.report else run_experiment(cfg, tasks)
     print((Path(cfg.out) / "results.md").read_text())
     print(f"{summary['finished']}/{summary['total']} runs finished; results: {cfg.out}/results.md, results.json")
     return 0
@@ -335,6 +338,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", help="experiment JSON file")
     p.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")
     p.add_argument("--report", action="store_true", help="only aggregate the runs already finished")
+    p.add_argument("--tasks", nargs="+", metavar="SUITE:TASK",
+                   help="run (or list) only the cells of these of the grid's tasks; the aggregate covers all")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("reward", help="show a task's reward stages and keyposes; plot the reward along a demo")

@@ -66,7 +66,8 @@ from tgrpo.errors import ConfigError, StopRequested, TgrpoError, choice_error
 from tgrpo.evaluation import EPISODES_FILE, EvalConfig, mcnemar_exact_p, read_episodes
 
 SFT = "SFT"
-_KEYS = ("out", "tasks", "seeds", "demos", "sft", "train", "eval", "methods", "adopt")
+_KEYS = ("out", "tasks", "seeds", "demos", "sft", "train", "eval", "methods", "adopt", "ledger")
+CELL_FILE = "cell.json"  # a ledger cell's record, written last: a cell directory without it is not recorded
 # TrainConfig settings that change how a run executes, not what it learns (overlap changes only the order of
 # the random draws and the batch composition of the policy calls, see RolloutConfig; merged LoRA sampling
 # changes float rounding, see PolicyConfig): an adopted run may
@@ -140,14 +141,18 @@ def slug(name: str) -> str:
 
 def _method_tasks(m: dict, where: str, grid: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...] | None:
     """A method's ``tasks``: a non-empty subset of the grid's, in the grid's order (None when absent)."""
+    return grid_subset(m["tasks"], where, grid) if "tasks" in m else None
+
+
+def grid_subset(items: Any, where: str, grid: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """``"suite:task"`` items (index or name) -> a non-empty subset of the grid's tasks, in the grid's order;
+    an item that is not one of them is refused with the grid's tasks named."""
     from tgrpo.envs.libero_env import resolve_task
 
-    if "tasks" not in m:
-        return None
-    if not isinstance(m["tasks"], list) or not m["tasks"]:
-        raise ConfigError(f"{where}: tasks must be a non-empty list of the grid's tasks, got {m['tasks']!r}")
+    if not isinstance(items, (list, tuple)) or not items:
+        raise ConfigError(f"{where}: tasks must be a non-empty list of the grid's tasks, got {items!r}")
     chosen = set()
-    for item in m["tasks"]:
+    for item in items:
         suite, task = _parse_task(item)
         key = (suite, resolve_task(suite, task))
         if key not in grid:
@@ -221,6 +226,8 @@ class ExperimentConfig:
         eval_init_states: fixed init states every policy is evaluated on (default all 50: the LIBERO protocol).
         eval_envs: environment workers of the SFT evaluations (training runs evaluate with their group's).
         adopted: finished runs made outside the grid, taken as its cells (checked on load, see the module).
+        ledger: a directory, meant to be committed, that keeps every finished cell's outcome (see
+            :func:`record_cell`); a cell recorded there is done even when ``out`` is gone. None: no ledger.
     """
 
     out: str
@@ -236,6 +243,7 @@ class ExperimentConfig:
     eval_init_states: tuple[int, ...] = tuple(range(NUM_INIT_STATES))
     eval_envs: int = 2
     adopted: tuple[Adoption, ...] = ()
+    ledger: str | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ExperimentConfig":
@@ -269,7 +277,7 @@ class ExperimentConfig:
                   demo_root=demos.get("root", str(Path(data["out"]) / "demos")),
                   num_demos=int(demos.get("num_demos", 50)), demo_envs=int(demos.get("num_envs", 2)),
                   sft=sft, sft_checkpoints=ckpts, train=dict(data.get("train", {})), eval_init_states=init,
-                  eval_envs=int(ev.get("num_envs", 2)))
+                  eval_envs=int(ev.get("num_envs", 2)), ledger=data.get("ledger"))
         for m in cfg.methods:  # every run's TrainConfig is built and validated now, before hours of compute
             for (suite, task), seed in itertools.product(cfg.method_tasks(m.name), cfg.seeds):
                 cfg.train_config(m, suite, task, seed)
@@ -358,9 +366,66 @@ class ExperimentConfig:
         iterations = self.train_config(self.method(run.method), run.suite, run.task, run.seed).iterations
         return Path(run.path) / "eval" / f"iter_{iterations:04d}"  # the final evaluation of the run
 
-    def done(self, run: Run) -> bool:
+    def evaluated(self, run: Run) -> bool:
+        """Whether the cell's final evaluation is complete in its run directory."""
         path = self.eval_dir(run)
         return (path / "results.json").exists() and (path / EPISODES_FILE).exists()
+
+    def done(self, run: Run) -> bool:
+        """Recorded in the ledger, or evaluated in its run directory."""
+        return self.recorded(run) is not None or self.evaluated(run)
+
+    # -- the ledger -------------------------------------------------------------------------------------
+    def record_dir(self, run: Run) -> Path | None:
+        """The ledger's directory of the cell ``run``: ``ledger/<method>/<suite>/task<K>/seed<S>`` (None
+        without a ledger)."""
+        if not self.ledger:
+            return None
+        return Path(self.ledger) / slug(run.method) / run.suite / f"task{run.task}" / f"seed{run.seed}"
+
+    def recorded(self, run: Run) -> dict | None:
+        """The ledger's record of the cell ``run`` (its ``cell.json``), or None."""
+        d = self.record_dir(run)
+        if d is None or not (d / CELL_FILE).exists():
+            return None
+        try:
+            return json.loads((d / CELL_FILE).read_text())
+        except json.JSONDecodeError as exc:
+            raise TgrpoError(f"{d / CELL_FILE} is not JSON ({exc}); restore it from version control, or delete "
+                             "the directory to run the cell again") from None
+
+    def start(self, suite: str, task: int, seed: int) -> dict[str, str | None]:
+        """Fingerprints of what a cell starts from: its SFT model (``sft``) and its task's demos (``demos``,
+        the keyposes of the reward); None for one that is not there."""
+        from tgrpo.checkpoint import fingerprint
+        from tgrpo.data.hdf5 import DemoFile
+
+        ckpt, demos = self.sft_checkpoint(suite, seed), self.demo_path(suite, task)
+        sft = fingerprint(ckpt) if ckpt.is_dir() else None
+        if not demos.exists():
+            return {"sft": sft, "demos": None}
+        with DemoFile(demos) as f:
+            return {"sft": sft, "demos": f.fingerprint()}
+
+    def check_start(self, run: Run, start: dict[str, str | None]) -> None:
+        """Refuse to run ``run`` from another SFT model or other demos than the ledger's cells of the same
+        suite and seed (same task, for the demos) started from: its outcome would not pair with theirs."""
+        mismatch: dict[str, tuple[str, list[str]]] = {}
+        for other in self.runs():
+            rec = self.recorded(other) if other.suite == run.suite else None
+            for what, same in (("sft", other.seed == run.seed), ("demos", other.task == run.task)):
+                had, now = (rec or {}).get("start", {}).get(what), start.get(what)
+                if same and had and now and had != now:
+                    mismatch.setdefault(what, (had, []))[1].append(f"{other.method} task {other.task} seed {other.seed}")
+        if mismatch:
+            names = {"sft": f"the SFT model {self.sft_checkpoint(run.suite, run.seed)}",
+                     "demos": f"the demos {self.demo_path(run.suite, run.task)}"}
+            raise TgrpoError(
+                "; ".join(
+                    f"{names[what]} (fingerprint {start[what][:12]}) is not what the ledger's cells {', '.join(cells)} "
+                    f"started from ({had[:12]})" for what, (had, cells) in mismatch.items()) +
+                f". It was made again from other code or data, so this cell would not pair with those. Their records "
+                f"stay in {self.ledger}; to run them again from the new start, move them out of it.")
 
     # -- adopting finished runs -------------------------------------------------------------------------
     def _adoption(self, entry: Any, where: str) -> Adoption:
@@ -382,7 +447,7 @@ class ExperimentConfig:
         cell = f"{method}, {suite} task {task}, seed {seed}"
         check = self._check_adopted_eval if method == SFT else self._check_adopted_run
         notes = check(method, suite, task, seed, path, f"{where} ({path}, as {cell})")
-        if method != SFT and not self.done(Run(method, suite, task, seed, str(path))):
+        if method != SFT and not self.evaluated(Run(method, suite, task, seed, str(path))):
             raise ConfigError(f"{where}: no final evaluation; finish the run (`tgrpo train --resume`) or leave it "
                               "out and let the grid run the cell")
         return Adoption(method, suite, task, seed, str(path), tuple(notes))
@@ -446,8 +511,12 @@ def _stage(text: str) -> None:
     print(f"\n=== {text} ===", file=sys.stderr, flush=True)
 
 
-def run_experiment(cfg: ExperimentConfig) -> dict:
+def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | None = None) -> dict:
     """Run every unfinished cell of the grid in order, then aggregate. Rerunning continues where it stopped.
+
+    ``tasks``: run only the cells of these of the grid's tasks (the aggregate still covers the whole grid).
+    With a ledger, each cell is first checked against the recorded cells that share its SFT model or demos
+    (:meth:`ExperimentConfig.check_start`), and recorded when it finishes (:func:`record_cell`).
 
     A cell that fails (its demonstrations, its SFT model, its training or evaluation raised) is reported and
     the grid goes on with the others; cells that need a prerequisite which already failed in this
@@ -496,7 +565,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
         train_sft(SFTConfig(data=files, out=str(cfg.sft_dir(suite, seed)), seed=seed, policy=PolicyConfig(seed=seed),
                             **cfg.sft))
 
-    runs = cfg.runs()
+    runs = [r for r in cfg.runs() if tasks is None or (r.suite, r.task) in tasks]
     for i, run in enumerate(runs):
         if cfg.done(run):
             continue
@@ -506,6 +575,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
             d = cfg.sft_dir(run.suite, run.seed)  # the SFT model this cell starts from (or evaluates)
             if not cfg.sft_checkpoints.get(run.suite, {}).get(run.seed) and not (d / "sft_summary.json").exists():
                 need(f"the SFT model of {run.suite} seed {run.seed}", lambda: sft_model(run.suite, run.seed))
+            if cfg.ledger:
+                cfg.check_start(run, cfg.start(run.suite, run.task, run.seed))
             _stage(cell)
             with cell_clock(Path(run.path) / "run.json", asdict(run)):
                 if run.method == SFT:
@@ -513,6 +584,8 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
                     evaluate(load_policy(ecfg.checkpoint), ecfg)
                 else:
                     train(cfg.train_config(cfg.method(run.method), run.suite, run.task, run.seed))
+            if cfg.ledger:
+                record_cell(cfg, run)
         except StopRequested:
             raise
         except TgrpoError as exc:
@@ -523,7 +596,7 @@ def run_experiment(cfg: ExperimentConfig) -> dict:
         report(cfg)  # refreshed after every run, so partial grids can be read
     summary = report(cfg)
     if unfinished:
-        raise TgrpoError(f"{len(unfinished)} of the grid's {len(runs)} runs did not finish (the results of the others "
+        raise TgrpoError(f"{len(unfinished)} of the {len(runs)} runs did not finish (the results of the others "
                          f"are in {out / 'results.md'}; rerun the command to retry them):\n"
                          + "\n".join(f"  {cell}: {why}" for cell, why in unfinished.items()))
     return summary
@@ -593,25 +666,84 @@ def paper_table(rows: dict[str, dict[str, list[float]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def cell_result(cfg: ExperimentConfig, run: Run) -> dict:
+    """The evaluated cell ``run`` from its run directory: its outcome per init state, success count, wall time
+    and, for a training run, its trainer history (``history``) with the group return curve and the fraction of
+    groups with a success."""
+    wanted = set(cfg.eval_init_states)  # an adopted evaluation may hold more tasks or states
+    episodes = {(t, i): ok for (t, i), ok in read_episodes(cfg.eval_dir(run)).items()
+                if t == run.task and i in wanted}
+    rec = asdict(run) | {"successes": sum(episodes.values()), "episodes": len(episodes),
+                         "outcomes": {f"{t}:{i}": s for (t, i), s in sorted(episodes.items())}}
+    info = Path(run.path) / "run.json"
+    rec["seconds"] = json.loads(info.read_text())["seconds"] if info.exists() else None
+    state = Path(run.path) / "checkpoint" / "trainer_state.json"
+    if state.exists():
+        hist = json.loads(state.read_text())["history"]
+        rec["return_curve"] = [h["reward/return_mean"] for h in hist]
+        rec["group_success"] = float(np.mean([h["rollout/success_rate"] > 0 for h in hist]))
+        rec["history"] = hist
+    return rec
+
+
+def record_cell(cfg: ExperimentConfig, run: Run) -> dict:
+    """Keep the evaluated cell ``run`` in the ledger and return its record.
+
+    The ledger directory (:meth:`ExperimentConfig.record_dir`) gets the evaluation's ``episodes.jsonl`` and
+    ``results.json`` as they are, and ``cell.json``: :func:`cell_result`, the fingerprints of the SFT model and
+    demos the cell started from (:meth:`ExperimentConfig.start`), the SFT model's ``sft_summary.json`` for an
+    SFT cell, and the code version. ``cell.json`` is written last, whole, so an interrupted record is not
+    taken for one. Run directories hold gigabytes and are not versioned; the ledger holds some kilobytes per
+    cell, so committing it keeps a long grid's results when its run directories are lost, and the numbers
+    in the docs traceable to every episode."""
+    import shutil
+
+    import tgrpo
+
+    dest = cfg.record_dir(run)
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in (EPISODES_FILE, "results.json"):
+        shutil.copyfile(cfg.eval_dir(run) / name, dest / name)
+    rec = cell_result(cfg, run) | {"start": cfg.start(run.suite, run.task, run.seed),
+                                   "code": {"tgrpo": tgrpo.__version__, "commit": _git_commit()}}
+    summary = cfg.sft_dir(run.suite, run.seed) / "sft_summary.json"
+    if run.method == SFT and summary.exists():
+        rec["sft_summary"] = json.loads(summary.read_text())
+    tmp = dest / (CELL_FILE + ".tmp")
+    tmp.write_text(json.dumps(rec, indent=1))
+    os.replace(tmp, dest / CELL_FILE)
+    return rec
+
+
+def _git_commit() -> str | None:
+    """The commit the package runs from, with ``+dirty`` when its own files have uncommitted changes; None outside
+    a checkout."""
+    import subprocess
+
+    here = Path(__file__).parent
+    try:
+        git = functools.partial(subprocess.run, cwd=here, capture_output=True, text=True, timeout=10, check=False)
+        head = git(["git", "rev-parse", "HEAD"])
+        dirty = git(["git", "status", "--porcelain", "--untracked-files=no", "--", "."])  # the package's files
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode:
+        return None
+    return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def collect_results(cfg: ExperimentConfig) -> list[dict]:
-    """One record per finished cell: its episodes, success count, wall time and training history."""
+    """One record per finished cell: its episodes, success count, wall time and training history (without the
+    full ``history``). With a ledger, every cell is read from it, and an evaluated cell not yet there (one
+    adopted, or finished before the ledger was declared) is recorded first."""
     records = []
     for run in cfg.runs():
-        if not cfg.done(run):
-            continue
-        wanted = set(cfg.eval_init_states)  # an adopted evaluation may hold more tasks or states
-        episodes = {(t, i): ok for (t, i), ok in read_episodes(cfg.eval_dir(run)).items()
-                    if t == run.task and i in wanted}
-        rec = asdict(run) | {"successes": sum(episodes.values()), "episodes": len(episodes),
-                             "outcomes": {f"{t}:{i}": s for (t, i), s in sorted(episodes.items())}}
-        info = Path(run.path) / "run.json"
-        rec["seconds"] = json.loads(info.read_text())["seconds"] if info.exists() else None
-        state = Path(run.path) / "checkpoint" / "trainer_state.json"
-        if state.exists():
-            hist = json.loads(state.read_text())["history"]
-            rec["return_curve"] = [h["reward/return_mean"] for h in hist]
-            rec["group_success"] = float(np.mean([h["rollout/success_rate"] > 0 for h in hist]))
-        records.append(rec)
+        rec = cfg.recorded(run)
+        if rec is None:
+            if not cfg.evaluated(run):
+                continue
+            rec = record_cell(cfg, run) if cfg.ledger else cell_result(cfg, run)
+        records.append({k: v for k, v in rec.items() if k not in ("history", "start", "code", "sft_summary")})
     return records
 
 

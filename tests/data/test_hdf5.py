@@ -93,3 +93,20 @@ def test_task_demo_file_is_found_by_name_or_instruction(tmp_path, task):
     assert path == other and [len(d) for d in demos] == [3, 4]
     with pytest.raises(DatasetError, match="no demo file for task 'pick up x'.*collect-demos --suite libero_object --tasks 2"):
         find_task_demo_file(tmp_path / "misc" / "empty", task)
+
+
+def test_fingerprint_covers_the_trajectories_not_the_attributes(tmp_path, task):
+    def write(path, demos, env_kwargs=None):
+        with DemoWriter(path, task, env_kwargs or {}) as w:
+            for d in demos:
+                w.add(d)
+        with DemoFile(path) as f:
+            return f.fingerprint()
+
+    rng = np.random.default_rng(0)
+    demos = [_demo(rng, 5), _demo(rng, 9)]
+    first = write(tmp_path / "a.hdf5", demos)
+    assert write(tmp_path / "b.hdf5", demos, {"camera_heights": 8}) == first  # other env attributes, same demos
+    demos[1].actions[3, 0] += 1e-3  # one action component of one step
+    assert write(tmp_path / "c.hdf5", demos) != first
+    assert write(tmp_path / "d.hdf5", demos[:1]) != first

@@ -22,6 +22,7 @@ collection never leaves a truncated file under the final name and never touches 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -230,6 +231,23 @@ class DemoFile:
     def __iter__(self) -> Iterator[Demo]:
         for i in range(len(self)):
             yield self[i]
+
+    def fingerprint(self) -> str:
+        """SHA-256 over every demo's name, ``actions`` and ``states`` (the simulator states step by step).
+
+        Two files with the same fingerprint hold the same trajectories in the same order; the rest (images,
+        proprioception) is rendered or read from those states. Attributes such as LIBERO's ``date`` are left
+        out, so a file collected again with the same expert and seeds gets the same fingerprint."""
+        digest = hashlib.sha256()
+        for key in self.demo_keys:
+            group = self._file["data"][key]
+            digest.update(key.encode())
+            for name in ("actions", "states"):
+                if name in group:
+                    array = np.ascontiguousarray(group[name])
+                    digest.update(f"{name}{array.dtype.str}{array.shape}".encode())
+                    digest.update(array.tobytes())
+        return digest.hexdigest()
 
     def close(self) -> None:
         self._file.close()
