@@ -311,6 +311,16 @@ class ExperimentConfig:
         d = self.sft_dir(suite, seed)
         return d / "best" if (d / "best").exists() or not (d / "checkpoint").exists() else d / "checkpoint"
 
+    def sft_config(self, suite: str, seed: int, out: str | Path | None = None):
+        """The SFTConfig of the suite's SFT model for ``seed``: on the demos of the grid's tasks of that suite,
+        written to ``out`` (default: its place in the grid, :meth:`sft_dir`)."""
+        from tgrpo.policy.config import PolicyConfig
+        from tgrpo.sft import SFTConfig
+
+        files = tuple(str(self.demo_path(s, t)) for s, t in self.tasks if s == suite)
+        return SFTConfig(data=files, out=str(out or self.sft_dir(suite, seed)), seed=seed,
+                         policy=PolicyConfig(seed=seed), **self.sft)
+
     def demo_path(self, suite: str, task: int) -> Path:
         from tgrpo.envs.libero_env import task_names
 
@@ -526,9 +536,8 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
     """
     from tgrpo.data.collect import collect_task
     from tgrpo.evaluation import evaluate
-    from tgrpo.policy.config import PolicyConfig
     from tgrpo.policy.registry import load_policy
-    from tgrpo.sft import SFTConfig, train_sft
+    from tgrpo.sft import train_sft
     from tgrpo.train import train
 
     out = Path(cfg.out)
@@ -561,9 +570,8 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
 
     def sft_model(suite: str, seed: int) -> None:
         _stage(f"SFT {suite} seed {seed}")
-        files = demos([(s, t) for s, t in cfg.tasks if s == suite])
-        train_sft(SFTConfig(data=files, out=str(cfg.sft_dir(suite, seed)), seed=seed, policy=PolicyConfig(seed=seed),
-                            **cfg.sft))
+        demos([(s, t) for s, t in cfg.tasks if s == suite])
+        train_sft(cfg.sft_config(suite, seed))
 
     runs = [r for r in cfg.runs() if tasks is None or (r.suite, r.task) in tasks]
     for i, run in enumerate(runs):
