@@ -337,3 +337,21 @@ def test_the_ledger_keeps_cells_when_run_directories_are_lost_and_refuses_anothe
     shutil.rmtree(tmp_path / "out/sft/libero_object")
     summary = run_experiment(cfg)
     assert summary["finished"] == summary["total"] == 5 and cfg.recorded(object_cells[2])["successes"] == 2
+
+
+def test_dry_run_lists_the_chosen_tasks_cells_and_names_a_task_outside_the_grid(tmp_path, capsys):
+    from tgrpo.cli import main
+
+    cfg_path = tmp_path / "grid.json"
+    cfg_path.write_text(json.dumps(BASE | {"out": str(tmp_path / "out"), "ledger": str(tmp_path / "ledger"),
+                                           "tasks": ["libero_object:0", "libero_goal:6"], "seeds": [0, 1]}))
+    cfg = ExperimentConfig.load(cfg_path)
+    _fake_eval(cfg.eval_dir(cfg.runs()[1]), [True])  # SFT on the goal task, seed 0: evaluated, not recorded
+    assert main(["experiment", str(cfg_path), "--dry-run", "--tasks", "libero_goal:6"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines[:-1]] == [["done", "SFT"], ["todo", "SFT"], ["todo", "TGRPO"],
+                                                         ["todo", "TGRPO"]]
+    assert all("libero_goal task 6" in line for line in lines[:-1])
+    assert lines[-1] == f"1/4 runs done (0 recorded in the ledger {tmp_path / 'ledger'})"
+    assert main(["experiment", str(cfg_path), "--dry-run", "--tasks", "libero_10:5"]) == 2
+    assert "unknown --tasks task 'libero_10:5'; valid choices: libero_object:0, libero_goal:6" in capsys.readouterr().err

@@ -230,7 +230,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     cfg = ExperimentConfig.load(args.config)
     tasks = grid_subset(args.tasks, "--tasks", cfg.tasks) if args.tasks else None
     if args.dry_run:
-        runs = [r for r in cfg.runs() if tasks is None or (r.suite, r.task) in tasks]
+        runs = cfg.runs(tasks)
         for run in runs:
             state = "recorded" if cfg.recorded(run) else "done" if cfg.evaluated(run) else "todo"
             print(f"{state:8s}  {run.method:24s} {run.suite} task {run.task} seed {run.seed}  {run.path}")

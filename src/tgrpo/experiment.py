@@ -362,13 +362,14 @@ class ExperimentConfig:
         except ConfigError as exc:
             raise ConfigError(f"method {method.name!r}: {exc}") from None
 
-    def runs(self) -> list[Run]:
-        """Every cell: the SFT evaluations first, then method by method, each over seeds and tasks (so a
-        partly finished grid has whole methods, with their spread over seeds, rather than whole seeds)."""
+    def runs(self, tasks: tuple[tuple[str, int], ...] | None = None) -> list[Run]:
+        """Every cell (of ``tasks`` only, when given): the SFT evaluations first, then method by method, each
+        over seeds and tasks (so a partly finished grid has whole methods, with their spread over seeds, rather
+        than whole seeds)."""
         runs = [Run(SFT, s, t, seed, str(self.run_dir(SFT, s, t, seed))) for seed in self.seeds for s, t in self.tasks]
         runs += [Run(m.name, s, t, seed, str(self.run_dir(m.name, s, t, seed)))
                  for m in self.methods for seed in self.seeds for s, t in self.method_tasks(m.name)]
-        return runs
+        return [r for r in runs if tasks is None or (r.suite, r.task) in tasks]
 
     def eval_dir(self, run: Run) -> Path:
         if run.method == SFT:  # an adopted SFT cell is the evaluation directory itself
@@ -573,7 +574,7 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
         demos([(s, t) for s, t in cfg.tasks if s == suite])
         train_sft(cfg.sft_config(suite, seed))
 
-    runs = [r for r in cfg.runs() if tasks is None or (r.suite, r.task) in tasks]
+    runs = cfg.runs(tasks)
     for i, run in enumerate(runs):
         if cfg.done(run):
             continue
