@@ -141,3 +141,21 @@ def test_checkpoint_write_is_atomic_and_an_interrupted_swap_finds_the_previous_o
     assert find_checkpoint(tmp_path / "checkpoint") == tmp_path / "checkpoint.old"
     save_checkpoint(tmp_path / "checkpoint", policy_files, None, {"iteration": 3})
     assert json.loads((find_checkpoint(tmp_path / "checkpoint") / "trainer_state.json").read_text())["iteration"] == 3
+
+
+def test_checkpoint_fingerprint_reads_the_policy_files_only_and_sees_a_rewrite(tmp_path):
+    from tgrpo.checkpoint import fingerprint, save_checkpoint
+
+    def policy_files(d):
+        (d / "policy.safetensors").write_bytes(b"weights-1")
+        (d / "policy.json").write_text("{}")
+
+    save_checkpoint(tmp_path / "a", policy_files, None, {"history": [{"time/rollout_s": 61.0}]})
+    save_checkpoint(tmp_path / "b", policy_files, None, {"history": [{"time/rollout_s": 64.5}]})
+    (tmp_path / "b" / "optimizer.safetensors").write_bytes(b"other moments")
+    first = fingerprint(tmp_path / "a")
+    assert fingerprint(tmp_path / "b") == first  # other wall times and optimizer state, same policy
+    (tmp_path / "a" / "policy.safetensors").write_bytes(b"weights-2")  # same size, rewritten in this process
+    assert fingerprint(tmp_path / "a") != first
+    (tmp_path / "b" / "policy.json").write_text('{"vision": "siglip"}')
+    assert fingerprint(tmp_path / "b") not in (first, fingerprint(tmp_path / "a"))

@@ -10,6 +10,7 @@ run killed at any moment leaves either the previous or the new checkpoint comple
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import random
@@ -103,17 +104,29 @@ def save_checkpoint(directory: str | Path, write_policy: Callable[[Path], Any], 
 
 def fingerprint(directory: str | Path) -> str:
     """SHA-256 of what a checkpoint directory holds of the policy: every file but the optimizer's and the
-    trainer state (progress; a training run's history holds wall times), by name. Equal fingerprints mean the same weights, configuration
-    and normalisation statistics; a policy trained again on the same data with the same seed on the same kind
-    of machine gets the same one (float arithmetic on other CPUs may differ in the last bits)."""
+    trainer state (progress; a training run's history holds wall times), by name. Equal fingerprints mean the
+    same weights, configuration and normalisation statistics; a policy trained again on the same data with
+    the same seed on the same kind of machine gets the same one (float arithmetic on other CPUs may differ in
+    the last bits). Remembered per process while no file's inode, size or times change, so that a
+    multi-gigabyte checkpoint is read once per grid, not twice per cell."""
     directory = Path(directory)
     files = sorted(p for p in directory.iterdir() if p.is_file() and p.name not in (STATE_FILE, OPTIMIZER_FILE))
     if not files:
         raise DatasetError(f"{directory} holds no policy files to fingerprint")
+    stats = ((p, p.stat()) for p in files)
+    return _fingerprint(tuple((str(p), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns) for p, st in stats))
+
+
+@functools.lru_cache(maxsize=64)
+def _fingerprint(files: tuple[tuple[str, int, int, int, int], ...]) -> str:
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0")
-        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    for path, *_ in files:
+        digest.update(Path(path).name.encode() + b"\0")
+        file_digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 24), b""):
+                file_digest.update(block)
+        digest.update(file_digest.digest())
     return digest.hexdigest()
 
 
