@@ -347,11 +347,18 @@ def test_dry_run_lists_the_chosen_tasks_cells_and_names_a_task_outside_the_grid(
                                            "tasks": ["libero_object:0", "libero_goal:6"], "seeds": [0, 1]}))
     cfg = ExperimentConfig.load(cfg_path)
     _fake_eval(cfg.eval_dir(cfg.runs()[1]), [True])  # SFT on the goal task, seed 0: evaluated, not recorded
+    Path(cfg.runs()[1].path, "run.json").write_text('{"seconds": 720}')
+    tgrpo_goal = [r for r in cfg.runs() if r.method == "TGRPO" and r.suite == "libero_goal"]
+    _fake_eval(cfg.eval_dir(tgrpo_goal[0]), [False])
+    Path(tgrpo_goal[0].path, "run.json").write_text('{"seconds": 3000}')
     assert main(["experiment", str(cfg_path), "--dry-run", "--tasks", "libero_goal:6"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert [line.split()[:2] for line in lines[:-1]] == [["done", "SFT"], ["todo", "SFT"], ["todo", "TGRPO"],
+    assert [line.split()[:2] for line in lines[:-2]] == [["done", "SFT"], ["todo", "SFT"], ["done", "TGRPO"],
                                                          ["todo", "TGRPO"]]
-    assert all("libero_goal task 6" in line for line in lines[:-1])
-    assert lines[-1] == f"1/4 runs done (0 recorded in the ledger {tmp_path / 'ledger'})"
+    assert all("libero_goal task 6" in line for line in lines[:-2])
+    assert lines[-2] == f"2/4 runs done (0 recorded in the ledger {tmp_path / 'ledger'})"
+    # one SFT evaluation left at 12 min, one training run at 50 min
+    assert lines[-1].startswith("about 1.0 h left at the finished cells' mean wall time (SFT evaluation 12 min, "
+                                "training run 50 min), plus")
     assert main(["experiment", str(cfg_path), "--dry-run", "--tasks", "libero_10:5"]) == 2
     assert "unknown --tasks task 'libero_10:5'; valid choices: libero_object:0, libero_goal:6" in capsys.readouterr().err

@@ -225,7 +225,7 @@ def cmd_pipeline(args: argparse.Namespace) -> int:
 
 
 def cmd_experiment(args: argparse.Namespace) -> int:
-    from tgrpo.experiment import ExperimentConfig, grid_subset, report, run_experiment
+    from tgrpo.experiment import ExperimentConfig, grid_subset, report, run_experiment, time_left
 
     cfg = ExperimentConfig.load(args.config)
     tasks = grid_subset(args.tasks, "--tasks", cfg.tasks) if args.tasks else None
@@ -237,6 +237,11 @@ def cmd_experiment(args: argparse.Namespace) -> int:
         print(f"{sum(map(cfg.done, runs))}/{len(runs)} runs done" +
               (f" ({sum(cfg.recorded(r) is not None for r in runs)} recorded in the ledger {cfg.ledger})"
                if cfg.ledger else ""))
+        left, sft_s, train_s = time_left(cfg, runs)
+        if left:
+            means = [f"{label} {s / 60:.0f} min" for label, s in (("SFT evaluation", sft_s), ("training run", train_s)) if s]
+            print(f"about {left / 3600:.1f} h left at the finished cells' mean wall time ({', '.join(means)}), plus "
+                  "the demos and SFT models still to make")
         return 0
     summary = report(cfg) if args.report else run_experiment(cfg, tasks)
     print((Path(cfg.out) / "results.md").read_text())

@@ -741,6 +741,24 @@ def _git_commit() -> str | None:
     return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def time_left(cfg: ExperimentConfig, runs: list[Run]) -> tuple[float, float | None, float | None]:
+    """Estimated seconds for the unfinished cells of ``runs``, from the finished cells' wall times (the ledger's
+    records, else their ``run.json``): each SFT evaluation at the mean of those finished, each training run at
+    the mean of the training runs finished. Returns ``(seconds, sft_mean, train_mean)``; a kind with no
+    finished cell has mean None and adds nothing. Demos and SFT models still to make are not included."""
+    spent: dict[bool, list[float]] = {True: [], False: []}
+    for run in cfg.runs():
+        rec = cfg.recorded(run)
+        info = Path(run.path) / "run.json"
+        if rec is None and cfg.evaluated(run) and info.exists():
+            rec = json.loads(info.read_text())
+        if rec and rec.get("seconds"):
+            spent[run.method == SFT].append(rec["seconds"])
+    mean = {kind: float(np.mean(v)) if v else None for kind, v in spent.items()}
+    left = sum(mean[run.method == SFT] or 0.0 for run in runs if not cfg.done(run))
+    return left, mean[True], mean[False]
+
+
 def collect_results(cfg: ExperimentConfig) -> list[dict]:
     """One record per finished cell: its episodes, success count, wall time and training history (without the
     full ``history``). With a ledger, every cell is read from it, and an evaluated cell not yet there (one
