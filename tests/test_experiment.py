@@ -217,7 +217,7 @@ def test_a_failed_run_is_reported_and_the_grid_goes_on(tmp_path, monkeypatch, ca
 def test_cell_clock_saves_while_running_and_sums_invocations(tmp_path):
     import time
 
-    from tgrpo.experiment import cell_clock
+    from tgrpo.experiment import cell_clock, code_commit
 
     record, fields = tmp_path / "cell" / "run.json", {"method": "TGRPO", "seed": 0}
     with cell_clock(record, fields, every_s=0.05):
@@ -229,8 +229,31 @@ def test_cell_clock_saves_while_running_and_sums_invocations(tmp_path):
     with pytest.raises(RuntimeError), cell_clock(record, fields, every_s=10.0):  # a failed attempt counts too
         time.sleep(0.2)
         raise RuntimeError("worker died")
-    assert first["seconds"] + 0.2 <= json.loads(record.read_text())["seconds"] < first["seconds"] + 2.0
+    second = json.loads(record.read_text())
+    assert first["seconds"] + 0.2 <= second["seconds"] < first["seconds"] + 2.0
     assert [f.name for f in record.parent.iterdir()] == ["run.json"]  # no temporary file left behind
+    commit = code_commit()
+    assert [i["commit"] for i in second["invocations"]] == [commit, commit]  # the code each invocation ran
+    assert sum(i["seconds"] for i in second["invocations"]) == pytest.approx(second["seconds"])
+    assert second["invocations"][0]["seconds"] == first["seconds"]
+
+
+def test_cell_clock_keeps_time_saved_without_invocations_and_reads_the_commit_once(tmp_path, monkeypatch):
+    import re
+    import subprocess
+
+    from tgrpo.experiment import cell_clock, code_commit
+
+    record = tmp_path / "run.json"
+    record.write_text(json.dumps({"method": "TGRPO", "seconds": 100.0}))  # saved by a version without the list
+    commit = code_commit()
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("git read again"))  # cached per process
+    with cell_clock(record, {"method": "TGRPO"}, every_s=10.0):
+        pass
+    rec = json.loads(record.read_text())
+    assert rec["invocations"][0] == {"commit": None, "seconds": 100.0}  # earlier time: its code is unknown
+    assert rec["invocations"][1]["commit"] == commit and rec["seconds"] >= 100.0
+    assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit)  # None outside a git checkout
 
 
 @pytest.mark.sim

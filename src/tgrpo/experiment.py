@@ -541,6 +541,7 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
     from tgrpo.sft import train_sft
     from tgrpo.train import train
 
+    code_commit()  # the code this process loaded: read now, before a commit made while the grid runs moves HEAD
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "experiment.json").write_text(json.dumps(asdict(cfg), indent=2, default=str))
@@ -613,19 +614,26 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
 
 @contextlib.contextmanager
 def cell_clock(record: Path, fields: dict, every_s: float = 30.0):
-    """Count a cell's wall time in ``record`` (JSON: ``fields`` plus ``seconds``), summed over invocations.
+    """Count a cell's wall time in ``record`` (JSON: ``fields`` plus ``seconds`` and ``invocations``), summed
+    over invocations.
 
     A session's end can kill the grid in the middle of a cell, and the next invocation resumes the cell from
     its checkpoint. The running total is therefore saved every ``every_s`` seconds by a daemon thread, and once
     more on leaving the block (normally or by an exception): a killed invocation's time counts up to its last
     save (at most ``every_s`` short) instead of being lost. Each save replaces the file whole, so a kill never
-    leaves half a record."""
-    base = json.loads(record.read_text())["seconds"] if record.exists() else 0.0
-    t0, stop = time.perf_counter(), threading.Event()
+    leaves half a record. ``invocations`` lists every invocation that worked on the cell, in order, with the
+    code it ran (:func:`code_commit`) and its seconds; time saved by a version that kept no such list appears
+    as one entry with commit None."""
+    old = json.loads(record.read_text()) if record.exists() else {}
+    base = old.get("seconds", 0.0)
+    before = old.get("invocations", [{"commit": None, "seconds": base}] if base else [])
+    t0, stop, commit = time.perf_counter(), threading.Event(), code_commit()
 
     def save() -> None:
+        spent = time.perf_counter() - t0
+        now = {"seconds": base + spent, "invocations": before + [{"commit": commit, "seconds": spent}]}
         tmp = record.with_suffix(".tmp")
-        tmp.write_text(json.dumps(fields | {"seconds": base + time.perf_counter() - t0}, indent=2))
+        tmp.write_text(json.dumps(fields | now, indent=2))
         os.replace(tmp, record)
 
     def beat() -> None:
@@ -713,8 +721,10 @@ def record_cell(cfg: ExperimentConfig, run: Run) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     for name in (EPISODES_FILE, "results.json"):
         shutil.copyfile(cfg.eval_dir(run) / name, dest / name)
+    clock = Path(run.path) / "run.json"
+    ran = json.loads(clock.read_text()).get("invocations") if clock.exists() else None
     rec = cell_result(cfg, run) | {"start": cfg.start(run.suite, run.task, run.seed),
-                                   "code": {"tgrpo": tgrpo.__version__, "commit": _git_commit()}}
+                                   "code": {"tgrpo": tgrpo.__version__, "commit": code_commit(), "invocations": ran}}
     summary = cfg.sft_dir(run.suite, run.seed) / "sft_summary.json"
     if run.method == SFT and summary.exists():
         rec["sft_summary"] = json.loads(summary.read_text())
@@ -724,9 +734,11 @@ def record_cell(cfg: ExperimentConfig, run: Run) -> dict:
     return rec
 
 
-def _git_commit() -> str | None:
-    """The commit the package runs from, with ``+dirty`` when its own files have uncommitted changes; None outside
-    a checkout."""
+@functools.cache
+def code_commit() -> str | None:
+    """The commit the package was loaded from, with ``+dirty`` when its own files had uncommitted changes; None
+    outside a checkout. Read once per process (:func:`run_experiment` reads it before any cell), so a commit
+    made while a grid runs is not taken for the code that grid runs."""
     import subprocess
 
     here = Path(__file__).parent
