@@ -97,6 +97,8 @@ def test_report_pools_paired_outcomes_and_seed_spread(tmp_path):
     assert summary["paired"]["TGRPO"] == {"pairs": 8, "both": 2, "only_sft": 1, "only_method": 4, "p_value": pytest.approx(0.375)}
     md = (tmp_path / "results.md").read_text()
     assert "| SFT | 37.5 ± 17.7 (2/4, 1/4) |" in md and "| TGRPO | 75.0 ± 0.0 (3/4, 3/4) |" in md
+    assert "| TGRPO | libero_object 0 | 0 | 3/4 | 2/4 | 2 | 0 | 1 | 1.00 | - | - |" in md  # cell by cell
+    assert "| TGRPO | libero_object 0 | 1 | 3/4 | 1/4 | 0 | 1 | 3 | 0.62 | - | - |" in md  # p = 2 * 5/16
 
 
 def test_sweep_table_adds_the_defaults_point_and_compares_with_sft_on_the_sweeps_task(tmp_path):

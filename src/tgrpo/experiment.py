@@ -786,6 +786,17 @@ def collect_results(cfg: ExperimentConfig) -> list[dict]:
     return records
 
 
+def _paired(r: dict, base: dict) -> dict:
+    """Outcome pairs of a cell ``r`` and its SFT start ``base`` on the init states both evaluated: counts of
+    both successful, only the SFT start, only the cell, and the exact McNemar p-value of the discordant pairs."""
+    keys = [k for k in r["outcomes"] if k in base["outcomes"]]
+    c = {"pairs": len(keys),
+         "both": sum(bool(r["outcomes"][k] and base["outcomes"][k]) for k in keys),
+         "only_sft": sum(bool(base["outcomes"][k] and not r["outcomes"][k]) for k in keys),
+         "only_method": sum(bool(r["outcomes"][k] and not base["outcomes"][k]) for k in keys)}
+    return c | {"p_value": mcnemar_exact_p(c["only_sft"], c["only_method"])}
+
+
 def report(cfg: ExperimentConfig) -> dict:
     """Aggregate the finished cells into ``results.json``, ``results.md`` and plots; returns the summary."""
     out = Path(cfg.out)
@@ -802,24 +813,14 @@ def report(cfg: ExperimentConfig) -> dict:
         for suite in dict.fromkeys(s for s, _ in covered):
             suite_rows.setdefault(m, {})[suite] = _seed_rates(cfg, records, m, [(s, t) for s, t in covered if s == suite])
 
-    # paired against SFT of the same seed on the same states, pooled over tasks and seeds
+    # paired against SFT of the same seed on the same states: per cell, and pooled over tasks and seeds
+    cell_pairs = {k: _paired(r, by_key[(SFT, *k[1:])]) for k, r in by_key.items()
+                  if k[0] != SFT and (SFT, *k[1:]) in by_key}
     paired = {}
     for m in methods[1:]:
-        both = only_sft = only_m = pairs = 0
-        for (meth, s, t, seed), r in by_key.items():
-            base = by_key.get((SFT, s, t, seed))
-            if meth != m or base is None:
-                continue
-            for key, ok in r["outcomes"].items():
-                b = base["outcomes"].get(key)
-                if b is None:
-                    continue
-                pairs += 1
-                both += ok and b
-                only_sft += b and not ok
-                only_m += ok and not b
-        paired[m] = {"pairs": pairs, "both": both, "only_sft": only_sft, "only_method": only_m,
-                     "p_value": mcnemar_exact_p(only_sft, only_m)}
+        counts = [c for k, c in cell_pairs.items() if k[0] == m]
+        pooled = {f: sum(c[f] for c in counts) for f in ("pairs", "both", "only_sft", "only_method")}
+        paired[m] = pooled | {"p_value": mcnemar_exact_p(pooled["only_sft"], pooled["only_method"])}
 
     lines = [f"# Experiment {out}", "",
              f"{len(records)}/{total} runs finished. Seeds {list(cfg.seeds)}; evaluation: greedy, LIBERO protocol, "
@@ -848,6 +849,17 @@ def report(cfg: ExperimentConfig) -> dict:
             lines.append(f"| {m} | - | - | - | - |")
             continue
         lines.append(f"| {m} | {p['both']} | {p['only_sft']} | {p['only_method']} | {p['p_value']:.3f} |")
+    lines += ["", "Cell by cell (`groups`: training iterations whose group had a success):", "",
+              "| method | task | seed | this | SFT | both | only SFT | only this | p | groups | minutes |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for (m, s, t, seed), c in sorted(cell_pairs.items(), key=lambda kc: (methods.index(kc[0][0]), kc[0][1:])):
+        r, base = by_key[(m, s, t, seed)], by_key[(SFT, s, t, seed)]
+        groups = r.get("group_success")
+        groups = f"{round(groups * len(r['return_curve']))}/{len(r['return_curve'])}" if groups is not None else "-"
+        minutes = f"{r['seconds'] / 60:.0f}" if r.get("seconds") else "-"
+        lines.append(f"| {m} | {s} {t} | {seed} | {r['successes']}/{r['episodes']} | "
+                     f"{base['successes']}/{base['episodes']} | {c['both']} | {c['only_sft']} | {c['only_method']} | "
+                     f"{c['p_value']:.2f} | {groups} | {minutes} |")
     lines += ["", "## Wall time", "", "| method | runs | minutes per run |", "|---|---|---|"]
     for m in methods:
         secs = [r["seconds"] for r in records if r["method"] == m and r["seconds"]]
