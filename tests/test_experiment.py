@@ -344,6 +344,8 @@ def test_the_ledger_keeps_cells_when_run_directories_are_lost_and_refuses_anothe
     sft_cell = cfg.recorded(object_cells[0])
     assert sft_cell["outcomes"] == {"0:0": True, "0:1": False} and sft_cell["sft_summary"]["final"]["val/token_acc"] == 0.9
     assert sft_cell["start"]["sft"] == cfg.recorded(object_cells[1])["start"]["sft"] is not None
+    ran = sft_cell["code"]["invocations"]  # the cell's run.json, copied: one invocation, this process's code
+    assert [i["commit"] for i in ran] == [sft_cell["code"]["commit"]] and ran[0]["seconds"] >= 0
     assert (cfg.record_dir(object_cells[2]) / "episodes.jsonl").read_text() == \
         (eval_dir[object_cells[2].path] / "episodes.jsonl").read_text()
     before = report(cfg)
