@@ -68,6 +68,7 @@ from tgrpo.evaluation import EPISODES_FILE, EvalConfig, mcnemar_exact_p, read_ep
 SFT = "SFT"
 _KEYS = ("out", "tasks", "seeds", "demos", "sft", "train", "eval", "methods", "adopt", "ledger")
 CELL_FILE = "cell.json"  # a ledger cell's record, written last: a cell directory without it is not recorded
+CLOCK_FILE = "run.json"  # in a cell's run directory: its wall time and invocations (cell_clock)
 # TrainConfig settings that change how a run executes, not what it learns (overlap changes only the order of
 # the random draws and the batch composition of the policy calls, see RolloutConfig; merged LoRA sampling
 # changes float rounding, see PolicyConfig): an adopted run may
@@ -588,7 +589,7 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
             if cfg.ledger:
                 cfg.check_start(run, cfg.start(run.suite, run.task, run.seed))
             _stage(cell)
-            with cell_clock(Path(run.path) / "run.json", asdict(run)):
+            with cell_clock(Path(run.path) / CLOCK_FILE, asdict(run)):
                 if run.method == SFT:
                     ecfg = cfg.sft_eval_config(run)
                     evaluate(load_policy(ecfg.checkpoint), ecfg)
@@ -651,6 +652,13 @@ def cell_clock(record: Path, fields: dict, every_s: float = 30.0):
         save()
 
 
+def read_clock(run: Run) -> dict:
+    """What :func:`cell_clock` saved for the cell ``run`` (``seconds``, ``invocations``); empty before its first
+    invocation."""
+    path = Path(run.path) / CLOCK_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 # -- aggregation ----------------------------------------------------------------------------------------
 def _mean_std(values: list[float]) -> tuple[float, float]:
     """Mean and sample std (0 for a single value)."""
@@ -692,8 +700,7 @@ def cell_result(cfg: ExperimentConfig, run: Run) -> dict:
                 if t == run.task and i in wanted}
     rec = asdict(run) | {"successes": sum(episodes.values()), "episodes": len(episodes),
                          "outcomes": {f"{t}:{i}": s for (t, i), s in sorted(episodes.items())}}
-    info = Path(run.path) / "run.json"
-    rec["seconds"] = json.loads(info.read_text())["seconds"] if info.exists() else None
+    rec["seconds"] = read_clock(run).get("seconds")
     state = Path(run.path) / "checkpoint" / "trainer_state.json"
     if state.exists():
         hist = json.loads(state.read_text())["history"]
@@ -721,10 +728,8 @@ def record_cell(cfg: ExperimentConfig, run: Run) -> dict:
     dest.mkdir(parents=True, exist_ok=True)
     for name in (EPISODES_FILE, "results.json"):
         shutil.copyfile(cfg.eval_dir(run) / name, dest / name)
-    clock = Path(run.path) / "run.json"
-    ran = json.loads(clock.read_text()).get("invocations") if clock.exists() else None
-    rec = cell_result(cfg, run) | {"start": cfg.start(run.suite, run.task, run.seed),
-                                   "code": {"tgrpo": tgrpo.__version__, "commit": code_commit(), "invocations": ran}}
+    code = {"tgrpo": tgrpo.__version__, "commit": code_commit(), "invocations": read_clock(run).get("invocations")}
+    rec = cell_result(cfg, run) | {"start": cfg.start(run.suite, run.task, run.seed), "code": code}
     summary = cfg.sft_dir(run.suite, run.seed) / "sft_summary.json"
     if run.method == SFT and summary.exists():
         rec["sft_summary"] = json.loads(summary.read_text())
@@ -761,9 +766,8 @@ def time_left(cfg: ExperimentConfig, runs: list[Run]) -> tuple[float, float | No
     spent: dict[bool, list[float]] = {True: [], False: []}
     for run in cfg.runs():
         rec = cfg.recorded(run)
-        info = Path(run.path) / "run.json"
-        if rec is None and cfg.evaluated(run) and info.exists():
-            rec = json.loads(info.read_text())
+        if rec is None and cfg.evaluated(run):
+            rec = read_clock(run)
         if rec and rec.get("seconds"):
             spent[run.method == SFT].append(rec["seconds"])
     mean = {kind: float(np.mean(v)) if v else None for kind, v in spent.items()}
