@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from tgrpo.errors import ConfigError
-from tgrpo.experiment import SFT, ExperimentConfig, paper_table, report, slug
+from tgrpo.experiment import SFT, ExperimentConfig, learning_curve_figure, paper_table, report, slug
 
 BASE = {"out": "runs/x", "tasks": ["libero_object:0"], "seeds": [0], "methods": [{"name": "TGRPO"}]}
 
@@ -126,6 +126,27 @@ def test_sweep_table_adds_the_defaults_point_and_compares_with_sft_on_the_sweeps
                      "| 0.3 | TGRPO (algo.a1=0.3, algo.a2=0.7) | 62.5 ± 17.7 |", "| 0.9 | a1=0.9 | 0.0 |",
                      "| | SFT start | 37.5 ± 17.7 |"]
     assert (tmp_path / f"sweep_{slug('algo.a1')}.png").exists()
+
+
+def test_learning_curves_keep_a_method_s_colour_on_every_panel_with_one_legend():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    cfg = ExperimentConfig.from_dict(BASE | {"tasks": ["libero_object:0", "libero_goal:6", "libero_10:5"],
+                                             "seeds": [0, 1], "methods": [{"name": "TGRPO"}, {"name": "G"}]})
+    rec = lambda m, s, t, seed, c: {"method": m, "suite": s, "task": t, "seed": seed, "return_curve": c}  # noqa: E731
+    records = [rec(SFT, "libero_object", 0, 0, None),
+               rec("TGRPO", "libero_object", 0, 0, [0, 2, 4, 6, 8]), rec("TGRPO", "libero_object", 0, 1, [2, 2, 2, 2]),
+               rec("G", "libero_object", 0, 0, [1, 1, 1, 1]), rec("TGRPO", "libero_goal", 6, 0, [5, 5, 5, 5])]
+    assert learning_curve_figure(cfg, records[:1]) is None  # only SFT cells: nothing to draw
+    fig = learning_curve_figure(cfg, records)
+    obj, goal, long_ = fig.axes[:3]
+    # seeds averaged over their common length (4), then a running mean of 4: one point, at iteration 4
+    assert [(line.get_label(), list(line.get_xdata()), list(line.get_ydata())) for line in obj.lines] == [
+        ("TGRPO", [4], [pytest.approx(2.5)]), ("G", [4], [pytest.approx(1.0)])]
+    assert goal.lines[0].get_color() == obj.lines[0].get_color() != obj.lines[1].get_color()
+    assert not long_.lines and [t.get_text() for t in long_.texts] == ["no finished training run"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["TGRPO", "G"]
 
 
 @pytest.mark.parametrize("entry, pattern", [

@@ -931,31 +931,47 @@ def sweep_points(cfg: ExperimentConfig, records: list[dict]) -> dict[str, dict]:
     return sweeps
 
 
+def learning_curve_figure(cfg: ExperimentConfig, records: list[dict]):
+    """One panel per task of the grid: each method's group return per iteration (mean over its finished seeds,
+    running mean of 4), in the method's colour on every panel, with one legend for the figure; a task without
+    a finished training run says so. None when no record has a return curve (only SFT cells)."""
+    import matplotlib.pyplot as plt
+
+    curves = [r for r in records if r.get("return_curve")]
+    if not curves:
+        return None
+    colours = {m.name: f"C{i % 10}" for i, m in enumerate(cfg.methods)}
+    fig, axes = plt.subplots(1, len(cfg.tasks), figsize=(5 * len(cfg.tasks) + 2, 3.6), squeeze=False,
+                             layout="constrained")
+    for ax, (s, t) in zip(axes[0], cfg.tasks):
+        for m in cfg.methods:
+            runs = [r["return_curve"] for r in curves if (r["method"], r["suite"], r["task"]) == (m.name, s, t)]
+            if runs:
+                n = min(map(len, runs))
+                y = np.convolve(np.mean([c[:n] for c in runs], 0), np.ones(4) / 4, mode="valid")
+                ax.plot(np.arange(len(y)) + 4, y, color=colours[m.name], label=m.name)
+        if not ax.lines:
+            ax.text(0.5, 0.5, "no finished training run", ha="center", va="center", transform=ax.transAxes)
+        ax.set_title(f"{s} task {t}")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("group return (running mean of 4)")
+    handles = {line.get_label(): line for ax in axes[0] for line in ax.lines}
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7)
+    return fig
+
+
 def _plots(cfg: ExperimentConfig, records: list[dict], sweeps: dict[str, dict], out: Path) -> list[Path]:
-    """Learning curves per task (group return, mean over seeds) and one plot per sweep (``sweep_points``)."""
+    """Learning curves per task (``learning_curve_figure``) and one plot per sweep (``sweep_points``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = []
-    curves = [r for r in records if r.get("return_curve")]
-    if curves:
-        fig, axes = plt.subplots(1, len(cfg.tasks), figsize=(5 * len(cfg.tasks), 3.6), squeeze=False)
-        for ax, (s, t) in zip(axes[0], cfg.tasks):
-            for m in cfg.methods:
-                runs = [r["return_curve"] for r in curves if (r["method"], r["suite"], r["task"]) == (m.name, s, t)]
-                if runs:
-                    n = min(map(len, runs))
-                    y = np.convolve(np.mean([c[:n] for c in runs], 0), np.ones(4) / 4, mode="valid")
-                    ax.plot(np.arange(len(y)) + 4, y, label=m.name)
-            ax.set_title(f"{s} task {t}")
-            ax.set_xlabel("iteration")
-            ax.set_ylabel("group return (running mean of 4)")
-        axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
+    fig = learning_curve_figure(cfg, records)
+    if fig is not None:
         paths.append(out / "learning_curves.png")
-        fig.savefig(paths[-1], dpi=100)
+        fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
         plt.close(fig)
     for group, sw in sweeps.items():
         points = [(label, x, *_mean_std(rates)) for label, x, rates in sw["points"] if rates]
