@@ -77,8 +77,8 @@ def test_eval_runs_writes_results_and_resumes(tmp_path):
     s = evaluate(policy, cfg)
     assert s["episodes"] == 3 and s["successes"] == 0  # an untrained policy does not solve it in 4 steps
     lines = (tmp_path / "episodes.jsonl").read_text().splitlines()
-    assert sorted(json.loads(l)["init_state"] for l in lines) == [0, 1, 2]
-    assert all(json.loads(l)["steps"] == 4 for l in lines)
+    assert sorted(json.loads(line)["init_state"] for line in lines) == [0, 1, 2]
+    assert all(json.loads(line)["steps"] == 4 for line in lines)
     videos = list((tmp_path / "videos").glob("*.mp4"))
     assert len(videos) == 1 and videos[0].stat().st_size > 1000
     assert json.loads((tmp_path / "results.json").read_text())["tasks"]["0"]["episodes"] == 3
@@ -109,7 +109,7 @@ def test_eval_replaces_a_killed_worker_and_reruns_its_episodes(tmp_path, monkeyp
                      out=str(tmp_path))
     s = evaluate(policy, cfg)
     assert s["episodes"] == 3 and calls == [[0, 1], [0, 1], [2, 2]]  # the killed chunk ran again, whole
-    lines = [json.loads(l) for l in (tmp_path / "episodes.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "episodes.jsonl").read_text().splitlines()]
     assert sorted(e["init_state"] for e in lines) == [0, 1, 2] and all(e["steps"] == 4 for e in lines)
 
 
