@@ -3,10 +3,12 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tgrpo.errors import ConfigError
-from tgrpo.experiment import SFT, ExperimentConfig, learning_curve_figure, paper_table, report, slug
+from tgrpo.experiment import (SFT, ExperimentConfig, learning_curve_figure, paper_table, report, slug,
+                              sweep_figure)
 
 BASE = {"out": "runs/x", "tasks": ["libero_object:0"], "seeds": [0], "methods": [{"name": "TGRPO"}]}
 
@@ -147,6 +149,27 @@ def test_learning_curves_keep_a_method_s_colour_on_every_panel_with_one_legend()
     assert goal.lines[0].get_color() == obj.lines[0].get_color() != obj.lines[1].get_color()
     assert not long_.lines and [t.get_text() for t in long_.texts] == ["no finished training run"]
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["TGRPO", "G"]
+
+
+def test_sweep_figure_shows_every_seed_on_the_full_scale_with_the_sft_band():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    sw = {"key": "algo.a1", "tasks": [("libero_object", 0)], "members": ["a1=0.1", "a1=0.9"],
+          "points": [("a1=0.1", 0.1, [0.4, 0.6]), ("TGRPO (algo.a1=0.3, algo.a2=0.7)", 0.3, [0.5]),
+                     ("a1=0.9", 0.9, [])], "sft": [0.2, 0.4]}
+    assert sweep_figure(sw | {"points": [("a1=0.9", 0.9, [])]}) is None  # no finished seed anywhere
+    ax = sweep_figure(sw).axes[0]
+    assert ax.get_ylim() == (0, 100)
+    line = ax.lines[0]  # the means; a1=0.9 has no finished seed and is left out
+    assert list(line.get_xdata()) == [0.1, 0.3] and list(line.get_ydata()) == pytest.approx([50, 50])
+    from matplotlib.collections import PathCollection
+
+    dots = [c for c in ax.collections if isinstance(c, PathCollection)]
+    assert len(dots) == 1 and np.allclose(dots[0].get_offsets(), [[0.1, 40], [0.1, 60], [0.3, 50]])
+    assert [t.get_text() for t in ax.texts] == ["TGRPO (algo.a1=0.3, algo.a2=0.7)"]
+    sft = [ln for ln in ax.lines if ln.get_label().startswith("SFT start")]
+    assert sft[0].get_label() == "SFT start (2 seeds)" and list(sft[0].get_ydata()) == pytest.approx([30, 30])
 
 
 @pytest.mark.parametrize("entry, pattern", [

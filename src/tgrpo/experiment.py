@@ -960,8 +960,39 @@ def learning_curve_figure(cfg: ExperimentConfig, records: list[dict]):
     return fig
 
 
+def sweep_figure(sw: dict):
+    """One sweep (an entry of ``sweep_points``) on the full 0-100% scale: each finished seed's success as a dot,
+    their mean with the sample std as an error bar, the defaults' point named, and the SFT start's mean over
+    seeds as a dashed line in a band of its std. None when no point has a finished seed."""
+    import matplotlib.pyplot as plt
+
+    points = [(label, x, rates) for label, x, rates in sw["points"] if rates]
+    if not points:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), layout="constrained")
+    xs = [x for _, x, _ in points]
+    stats = [_mean_std(rates) for _, _, rates in points]
+    ax.errorbar(xs, [100 * m for m, _ in stats], yerr=[100 * s for _, s in stats], marker="o", capsize=3,
+                label="mean ± std over seeds")
+    ax.scatter([x for _, x, rates in points for _ in rates], [100 * r for _, _, rates in points for r in rates],
+               s=12, color="C0", alpha=0.5, label="one seed")
+    for (label, x, _), (mean, _) in zip(points, stats):
+        if label not in sw["members"]:  # the defaults' point (TGRPO's a1=0.3), named
+            ax.annotate(label, (x, 100 * mean), fontsize=7, xytext=(4, -12), textcoords="offset points")
+    if sw["sft"]:
+        mean, std = _mean_std(sw["sft"])
+        ax.axhline(100 * mean, color="gray", linestyle="--", label=f"SFT start ({len(sw['sft'])} seeds)")
+        ax.axhspan(100 * (mean - std), 100 * (mean + std), color="gray", alpha=0.15)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel(sw["key"])
+    ax.set_ylabel("held-out success (%)")
+    ax.set_title(f"sweep of {sw['key']} ({_task_names(sw['tasks'])})")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
 def _plots(cfg: ExperimentConfig, records: list[dict], sweeps: dict[str, dict], out: Path) -> list[Path]:
-    """Learning curves per task (``learning_curve_figure``) and one plot per sweep (``sweep_points``)."""
+    """Learning curves per task (``learning_curve_figure``) and one plot per sweep (``sweep_figure``)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -973,24 +1004,10 @@ def _plots(cfg: ExperimentConfig, records: list[dict], sweeps: dict[str, dict], 
         paths.append(out / "learning_curves.png")
         fig.savefig(paths[-1], dpi=100, bbox_inches="tight")
         plt.close(fig)
-    for group, sw in sweeps.items():
-        points = [(label, x, *_mean_std(rates)) for label, x, rates in sw["points"] if rates]
-        if not points:
-            continue
-        labels, xs, means, stds = zip(*points)
-        fig, ax = plt.subplots(figsize=(5, 3.6))
-        ax.errorbar(xs, [100 * m for m in means], yerr=[100 * s for s in stds], marker="o", capsize=3)
-        for label, x, mean in zip(labels, xs, means):
-            if label not in sw["members"]:  # the defaults' point (TGRPO's a1=0.3), named
-                ax.annotate(label, (x, 100 * mean), fontsize=7, xytext=(4, 4), textcoords="offset points")
-        if sw["sft"]:
-            ax.axhline(100 * _mean_std(sw["sft"])[0], color="gray", linestyle="--", label="SFT")
-            ax.legend()
-        ax.set_xlabel(sw["key"])
-        ax.set_ylabel("held-out success (%)")
-        ax.set_title(f"sweep of {sw['key']} ({_task_names(sw['tasks'])})")
-        fig.tight_layout()
-        paths.append(out / f"sweep_{slug(sw['key'])}.png")
-        fig.savefig(paths[-1], dpi=100)
-        plt.close(fig)
+    for sw in sweeps.values():
+        fig = sweep_figure(sw)
+        if fig is not None:
+            paths.append(out / f"sweep_{slug(sw['key'])}.png")
+            fig.savefig(paths[-1], dpi=100)
+            plt.close(fig)
     return paths
