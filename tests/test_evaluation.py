@@ -115,7 +115,10 @@ def test_eval_replaces_a_killed_worker_and_reruns_its_episodes(tmp_path, monkeyp
 
 @pytest.mark.parametrize("argv, pattern", [
     (["--suite", "libero_foo"], "unknown LIBERO suite 'libero_foo'; valid choices: all, libero_spatial"),
-    (["--suite", "all", "--tasks", "0"], "--tasks selects tasks of one suite"),
+    (["--suite", "all", "--tasks", "0,pick_up_the_alphabet_soup_and_place_it_in_the_basket"],
+     "--tasks pick_up_the_alphabet_soup_and_place_it_in_the_basket: with several suites give task indices"),
+    (["--suite", "libero_object", "libero_goal", "--tasks", "0-10"], r"task index for libero_object 10.*0\.\.9"),
+    (["--suite", "libero_object", "--tasks", "soup"], "unknown task 'soup' in libero_object; valid names: 0="),
 ])
 def test_eval_cli_refuses_bad_suites(tmp_path, capsys, argv, pattern):
     import re
@@ -123,3 +126,17 @@ def test_eval_cli_refuses_bad_suites(tmp_path, capsys, argv, pattern):
     assert main(["eval", "--checkpoint", str(tmp_path / "none"), "--out", str(tmp_path / "e"), *argv]) == 2
     assert re.search(pattern, capsys.readouterr().err)
     assert not (tmp_path / "e").exists()
+
+
+@pytest.mark.sim
+def test_eval_cli_on_several_suites_writes_the_paper_table(tmp_path, tiny_sft, capsys):
+    out = tmp_path / "e"
+    argv = ["eval", "--checkpoint", str(tiny_sft), "--suite", "libero_object", "libero_10", "--tasks", "1",
+            "--init-states", "3", "--max-steps", "2", "--num-envs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    table = (out / "results.md").read_text().splitlines()
+    assert table[0] == "| method | Spatial | Object | Goal | Long | Average |"
+    assert table[2] == f"| {tiny_sft} | - | 0.0 | - | 0.0 | 0.0 |"
+    for suite in ("libero_object", "libero_10"):  # task 1, init state 3 of each suite, 2 steps
+        (episode,) = [json.loads(line) for line in (out / suite / "episodes.jsonl").read_text().splitlines()]
+        assert (episode["task"], episode["init_state"], episode["steps"]) == (1, 3, 2)

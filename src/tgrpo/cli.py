@@ -91,14 +91,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     for suite in suites:
         if suite not in SUITES:
             raise choice_error("LIBERO suite", suite, ["all", *SUITES])
-    if len(suites) > 1 and args.tasks != ["all"]:
-        raise TgrpoError("--tasks selects tasks of one suite; with several suites every task of each is evaluated")
+    names = [t for t in args.tasks if t != "all" and not str(t).isdigit()]
+    if len(suites) > 1 and names:  # a task name belongs to one suite; indices mean the same task number in each
+        raise TgrpoError(f"--tasks {','.join(names)}: with several suites give task indices (e.g. '0' or '0-4', "
+                         "applied to every suite) or 'all'")
+    from tgrpo.envs.libero_env import resolve_task
+
+    # every suite's tasks checked before the policy loads or any episode runs
+    tasks = {suite: tuple(resolve_task(suite, t) for t in _expand_tasks(suite, args.tasks)) for suite in suites}
     policy = load_policy(args.checkpoint)
     summaries = {}
     for suite in suites:  # several suites: one results directory each, and the paper's table over them
         out = args.out if len(suites) == 1 else str(Path(args.out) / suite)
-        tasks = tuple(int(t) if str(t).isdigit() else t for t in _expand_tasks(suite, args.tasks))
-        cfg = EvalConfig(suite=suite, tasks=tasks, init_states=_int_list(args.init_states), num_envs=args.num_envs,
+        cfg = EvalConfig(suite=suite, tasks=tasks[suite], init_states=_int_list(args.init_states), num_envs=args.num_envs,
                          max_steps=args.max_steps, temperature=args.temperature, videos=args.videos, out=out,
                          checkpoint=str(args.checkpoint))
         summaries[suite] = evaluate(policy, cfg)
@@ -307,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--suite", nargs="+", default=["libero_object"], metavar="SUITE",
                    help=f"one or more of {', '.join(SUITES)}, or 'all' (then OUT/SUITE/ each and OUT/results.md laid "
                         "out like the paper's table)")
-    p.add_argument("--tasks", type=_task_list, default=["all"], help="'all', '0,2,5', '0-4' or task names")
+    p.add_argument("--tasks", type=_task_list, default=["all"],
+                   help="'all', '0,2,5', '0-4' or task names; with several suites, indices taken in each suite")
     p.add_argument("--init-states", default="all", help="fixed init states: 'all' (50, the protocol), '0-9', '3,7'")
     p.add_argument("--num-envs", type=int, default=2, help="parallel environment processes")
     p.add_argument("--max-steps", type=int, default=None, help="default: the suite's protocol value")
