@@ -345,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("experiment", help="run and aggregate a grid of methods x tasks x seeds (JSON config)",
                        description="Runs every unfinished cell of the grid declared in CONFIG (see "
-                                   "tgrpo/experiment.py and configs/), then writes OUT/results.md and results.json.")
+                                   "tgrpo/experiment/ and configs/), then writes OUT/results.md and results.json.")
     p.add_argument("config", help="experiment JSON file")
     p.add_argument("--dry-run", action="store_true", help="list the runs and which are done; run nothing")
     p.add_argument("--report", action="store_true", help="only aggregate the runs already finished")
