@@ -131,9 +131,6 @@ def test_sweep_table_adds_the_defaults_point_and_compares_with_sft_on_the_sweeps
 
 
 def test_learning_curves_keep_a_method_s_colour_on_every_panel_with_one_legend():
-    import matplotlib
-
-    matplotlib.use("Agg")
     cfg = ExperimentConfig.from_dict(BASE | {"tasks": ["libero_object:0", "libero_goal:6", "libero_10:5"],
                                              "seeds": [0, 1], "methods": [{"name": "TGRPO"}, {"name": "G"}]})
     rec = lambda m, s, t, seed, c: {"method": m, "suite": s, "task": t, "seed": seed, "return_curve": c}  # noqa: E731
@@ -152,9 +149,6 @@ def test_learning_curves_keep_a_method_s_colour_on_every_panel_with_one_legend()
 
 
 def test_sweep_figure_shows_every_seed_on_the_full_scale_with_the_sft_band():
-    import matplotlib
-
-    matplotlib.use("Agg")
     sw = {"key": "algo.a1", "tasks": [("libero_object", 0)], "members": ["a1=0.1", "a1=0.9"],
           "points": [("a1=0.1", 0.1, [0.4, 0.6]), ("TGRPO (algo.a1=0.3, algo.a2=0.7)", 0.3, [0.5]),
                      ("a1=0.9", 0.9, [])], "sft": [0.2, 0.4]}

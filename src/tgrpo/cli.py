@@ -103,9 +103,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     summaries = {}
     for suite in suites:  # several suites: one results directory each, and the paper's table over them
         out = args.out if len(suites) == 1 else str(Path(args.out) / suite)
-        cfg = EvalConfig(suite=suite, tasks=tasks[suite], init_states=_int_list(args.init_states), num_envs=args.num_envs,
-                         max_steps=args.max_steps, temperature=args.temperature, videos=args.videos, out=out,
-                         checkpoint=str(args.checkpoint))
+        cfg = EvalConfig(suite=suite, tasks=tasks[suite], init_states=_int_list(args.init_states),
+                         num_envs=args.num_envs, max_steps=args.max_steps, temperature=args.temperature,
+                         videos=args.videos, out=out, checkpoint=str(args.checkpoint))
         summaries[suite] = evaluate(policy, cfg)
         print(markdown_table(summaries[suite]))
     if len(suites) > 1:

@@ -63,7 +63,6 @@ def read_clock(run: Run) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
-
 def cell_result(cfg: ExperimentConfig, run: Run) -> dict:
     """The evaluated cell ``run`` from its run directory: its outcome per init state, success count, wall time
     and, for a training run, its trainer history (``history``) with the group return curve and the fraction of
