@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tgrpo.plotting import pyplot
+
 PANELS = (("rollout/success_rate", "group success (sampled rollouts)"), ("reward/return_mean", "group mean return"),
           ("reward/max_stage", "max stage reached"), ("update/entropy", "token entropy on the group's steps"),
           ("update/kl", "KL to the SFT policy (k3)"))
@@ -27,6 +29,17 @@ def _load(run: str) -> dict:
     state = json.loads(path.read_text())
     state["group_size"] = json.loads((Path(run) / "train_config.json").read_text())["rollout"]["group_size"]
     return state
+
+
+def _split_run(item: str) -> tuple[str, str]:
+    """LABEL=RUN_DIR, where both sides may contain "=" (a label "G=8", a grid run ".../a1=0.7/..."): the split is at
+    the first "=" whose right side is an existing directory."""
+    parts = item.split("=")
+    for i in range(1, len(parts)):
+        label, run = "=".join(parts[:i]), "=".join(parts[i:])
+        if Path(run).is_dir():
+            return label, run
+    raise SystemExit(f"--runs entry {item!r} must look like LABEL=RUN_DIR, with RUN_DIR an existing directory")
 
 
 def _smooth(values: list[float], window: int) -> np.ndarray:
@@ -43,15 +56,10 @@ def main() -> None:
     args = parser.parse_args()
     runs = {}
     for item in args.runs:
-        label, sep, run = item.rpartition("=")  # labels may contain "=" (G=8), paths rarely do
-        if not sep:
-            raise SystemExit(f"--runs entry {item!r} must look like LABEL=RUN_DIR")
+        label, run = _split_run(item)
         runs[label] = _load(run)
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(PANELS), figsize=(3.6 * len(PANELS), 3.4))
     for label, state in runs.items():

@@ -25,6 +25,8 @@ import time
 
 import numpy as np
 
+from tgrpo.plotting import pyplot
+
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
@@ -95,10 +97,7 @@ def main() -> None:
         if frame is not None and size == 128:
             frames.append((name, frame))
     if args.images:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        plt = pyplot()
 
         fig, axes = plt.subplots(1, len(frames), figsize=(2.4 * len(frames), 2.8))
         for ax, (name, frame) in zip(axes, frames):

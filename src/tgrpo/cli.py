@@ -9,6 +9,7 @@ from typing import Sequence
 
 from tgrpo.envs.suites import SUITES
 from tgrpo.errors import StopRequested, TgrpoError, choice_error
+from tgrpo.plotting import pyplot
 from tgrpo.policy.config import VISION_ENCODERS
 
 
@@ -198,10 +199,7 @@ def cmd_reward(args: argparse.Namespace) -> int:
             states, scene = replay(demo, env)
             evaluator = StageEvaluator(task, stages, keyposes, StageRewardParams(cfg.sigma, cfg.shaping_weight))
             r = dense_rewards(evaluator, states, np.ones((1, len(demo) - 1), bool), [scene])
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            plt = pyplot()
 
             fig, ax = plt.subplots(figsize=(8, 4))
             for name, values in (("R = f1 + f2", r.rewards), ("f1 (stage)", r.f1), ("f2 (shaping)", r.f2)):

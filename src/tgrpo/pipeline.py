@@ -19,6 +19,7 @@ from tgrpo.data.collect import collect_task
 from tgrpo.envs.libero_env import resolve_task
 from tgrpo.errors import ConfigError
 from tgrpo.evaluation import wilson_interval
+from tgrpo.plotting import pyplot
 from tgrpo.policy.config import PolicyConfig
 from tgrpo.sft import SFTConfig, train_sft
 
@@ -74,10 +75,7 @@ def _stage(name: str) -> None:
 
 def plot_learning_curve(history: list[dict], evals: list[dict], path: Path, title: str) -> None:
     """Group success and return per iteration, and held-out success at each evaluation, as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
     its = [h["iteration"] for h in history]

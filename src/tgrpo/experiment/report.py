@@ -12,6 +12,7 @@ from tgrpo.envs.suites import SUITES
 from tgrpo.evaluation import mcnemar_exact_p
 from tgrpo.experiment.config import SFT, ExperimentConfig, format_ranges, slug
 from tgrpo.experiment.ledger import collect_results
+from tgrpo.plotting import pyplot
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -177,21 +178,11 @@ def sweep_points(cfg: ExperimentConfig, records: list[dict]) -> dict[str, dict]:
     return sweeps
 
 
-def _pyplot():
-    """matplotlib's pyplot on the Agg backend: the report's figures are files, drawn without a display."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def learning_curve_figure(cfg: ExperimentConfig, records: list[dict]):
     """One panel per task of the grid: each method's group return per iteration (mean over its finished seeds,
     running mean of 4), in the method's colour on every panel, with one legend for the figure; a task without
     a finished training run says so. None when no record has a return curve (only SFT cells)."""
-    plt = _pyplot()
+    plt = pyplot()
     curves = [r for r in records if r.get("return_curve")]
     if not curves:
         return None
@@ -219,7 +210,7 @@ def sweep_figure(sw: dict):
     """One sweep (an entry of ``sweep_points``) on the full 0-100% scale: each finished seed's success as a dot,
     their mean with the sample std as an error bar, the defaults' point named, and the SFT start's mean over
     seeds as a dashed line in a band of its std. None when no point has a finished seed."""
-    plt = _pyplot()
+    plt = pyplot()
     points = [(label, x, rates) for label, x, rates in sw["points"] if rates]
     if not points:
         return None
@@ -247,7 +238,7 @@ def sweep_figure(sw: dict):
 
 def _plots(cfg: ExperimentConfig, records: list[dict], sweeps: dict[str, dict], out: Path) -> list[Path]:
     """Learning curves per task (``learning_curve_figure``) and one plot per sweep (``sweep_figure``)."""
-    plt = _pyplot()
+    plt = pyplot()
     paths = []
     fig = learning_curve_figure(cfg, records)
     if fig is not None:
