@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from tgrpo.errors import ConfigError
 from tgrpo.experiment import (SFT, ExperimentConfig, learning_curve_figure, paper_table, report, slug,
@@ -384,6 +385,7 @@ def test_the_ledger_keeps_cells_when_run_directories_are_lost_and_refuses_anothe
     assert sft_cell["start"]["sft"] == cfg.recorded(object_cells[1])["start"]["sft"] is not None
     ran = sft_cell["code"]["invocations"]  # the cell's run.json, copied: one invocation, this process's code
     assert [i["commit"] for i in ran] == [sft_cell["code"]["commit"]] and ran[0]["seconds"] >= 0
+    assert sft_cell["machine"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # what floats depend on
     assert (cfg.record_dir(object_cells[2]) / "episodes.jsonl").read_text() == \
         (eval_dir[object_cells[2].path] / "episodes.jsonl").read_text()
     before = report(cfg)

@@ -49,6 +49,7 @@ def _cfg(demo_file, out, steps, vision="efficientnet-lite0"):
 def test_sft_loss_falls_and_checkpoints_load(demo_file, tmp_path, vision, steps):
     summary = train_sft(_cfg(demo_file, tmp_path, steps, vision))
     assert summary["train_rows"] == 100 and summary["val_rows"] == 20
+    assert summary["machine"]["threads"] == torch.get_num_threads() and summary["machine"]["cpu"]
     first = None
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -102,6 +102,23 @@ def save_checkpoint(directory: str | Path, write_policy: Callable[[Path], Any], 
     return final
 
 
+def machine() -> dict[str, Any]:
+    """What a float result depends on besides code, data and seeds: the CPU model, the instruction set PyTorch's
+    kernels dispatch to, the PyTorch version and its thread count. Two machines that differ here can train
+    models that differ in the last bits from the same inputs (on 2026-12-08 a new AMD EPYC machine remade an SFT
+    model with another fingerprint: docs/experiments.md, "The ledger"), so training summaries and ledger
+    records keep it."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
+
+
 def fingerprint(directory: str | Path) -> str:
     """SHA-256 of what a checkpoint directory holds of the policy: every file but the optimizer's and the
     trainer state (progress; a training run's history holds wall times), by name. Equal fingerprints mean the

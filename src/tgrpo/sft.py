@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from tgrpo.checkpoint import find_checkpoint, load_trainer_state, save_checkpoint
+from tgrpo.checkpoint import find_checkpoint, load_trainer_state, machine, save_checkpoint
 from tgrpo.data.hdf5 import DATASET_IMAGE_KEYS, DemoFile
 from tgrpo.errors import ConfigError, DatasetError
 from tgrpo.policy.config import PolicyConfig
@@ -317,6 +317,6 @@ def train_sft(cfg: SFTConfig, resume: bool = True, stop_at: int | None = None) -
     writer.close()
     summary = {"steps": cfg.steps, "train_rows": len(train), "val_rows": len(val), "files": [str(f) for f in files],
                "instructions": train.instructions, "best_val_nll": best, "final": metrics,
-               "seconds": round(time.perf_counter() - t0, 1)}
+               "seconds": round(time.perf_counter() - t0, 1), "machine": machine()}
     (out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -88,20 +88,22 @@ def record_cell(cfg: ExperimentConfig, run: Run) -> dict:
     The ledger directory (:meth:`ExperimentConfig.record_dir`) gets the evaluation's ``episodes.jsonl`` and
     ``results.json`` as they are, and ``cell.json``: :func:`cell_result`, the fingerprints of the SFT model and
     demos the cell started from (:meth:`ExperimentConfig.start`), the SFT model's ``sft_summary.json`` for an
-    SFT cell, and the code version. ``cell.json`` is written last, whole, so an interrupted record is not
-    taken for one. Run directories hold gigabytes and are not versioned; the ledger holds some kilobytes per
+    SFT cell, the code version and the machine that recorded it (:func:`tgrpo.checkpoint.machine`).
+    ``cell.json`` is written last, whole, so an interrupted record is not taken for one. Run directories hold gigabytes and are not versioned; the ledger holds some kilobytes per
     cell, so committing it keeps a long grid's results when its run directories are lost, and the numbers
     in the docs traceable to every episode."""
     import shutil
 
     import tgrpo
+    from tgrpo.checkpoint import machine
 
     dest = cfg.record_dir(run)
     dest.mkdir(parents=True, exist_ok=True)
     for name in (EPISODES_FILE, "results.json"):
         shutil.copyfile(cfg.eval_dir(run) / name, dest / name)
     code = {"tgrpo": tgrpo.__version__, "commit": code_commit(), "invocations": read_clock(run).get("invocations")}
-    rec = cell_result(cfg, run) | {"start": cfg.start(run.suite, run.task, run.seed), "code": code}
+    rec = cell_result(cfg, run) | {"start": cfg.start(run.suite, run.task, run.seed), "code": code,
+                                   "machine": machine()}
     summary = cfg.sft_dir(run.suite, run.seed) / "sft_summary.json"
     if run.method == SFT and summary.exists():
         rec["sft_summary"] = json.loads(summary.read_text())
