@@ -405,6 +405,28 @@ def test_the_ledger_keeps_cells_when_run_directories_are_lost_and_refuses_anothe
     summary = run_experiment(cfg)
     assert summary["finished"] == summary["total"] == 5 and cfg.recorded(object_cells[2])["successes"] == 2
 
+    # another machine: the SFT model comes out different again, and TGRPO's record is to be made again from it.
+    # With supersede, the cells that pair with it (SFT, G) leave the ledger, kept, and run again, the SFT
+    # evaluation before any training; without, TGRPO was refused (above)
+    old, goal = cfg.recorded(object_cells[0])["start"]["sft"], cfg.recorded(cfg.runs()[1])
+    made["weights"] = "w3"
+    shutil.rmtree(tmp_path / "out/sft/libero_object")
+    shutil.rmtree(cfg.record_dir(object_cells[1]))
+    calls = []
+    monkeypatch.setattr(tgrpo.evaluation, "evaluate", lambda policy, ecfg: calls.append("evaluate SFT") or
+                        _fake_eval(Path(ecfg.out), [True, False], ecfg.tasks[0]))
+    monkeypatch.setattr(tgrpo.train, "train", lambda tcfg: calls.append(f"train {tcfg.algo.a1}") or train(tcfg))
+    summary = run_experiment(cfg, supersede=True)
+    assert summary["finished"] == summary["total"] == 5
+    assert calls == ["evaluate SFT", "train 0.5", "train 0.3"]  # the moved cells in grid order, then TGRPO
+    new = cfg.recorded(object_cells[0])["start"]["sft"]
+    assert new != old and all(cfg.recorded(r)["start"]["sft"] == new for r in object_cells)
+    kept = tmp_path / "superseded" / "ledger" / f"sft-{old[:12]}"
+    assert sorted(str(p.parent.relative_to(kept)) for p in kept.rglob("cell.json")) == \
+        sorted(str(cfg.record_dir(r).relative_to(cfg.ledger)) for r in (object_cells[0], object_cells[2]))
+    assert Path(f"{object_cells[2].path}.superseded-{old[:12]}", "eval").is_dir()  # G's old run, set aside
+    assert cfg.recorded(cfg.runs()[1]) == goal  # the other suite's cells are not touched
+
 
 def test_dry_run_lists_the_chosen_tasks_cells_and_names_a_task_outside_the_grid(tmp_path, capsys):
     from tgrpo.cli import main

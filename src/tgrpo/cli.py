@@ -246,7 +246,7 @@ def cmd_experiment(args: argparse.Namespace) -> int:
             print(f"about {left / 3600:.1f} h left at the finished cells' mean wall time ({', '.join(means)}), plus "
                   "the demos and SFT models still to make")
         return 0
-    summary = report(cfg) if args.report else run_experiment(cfg, tasks)
+    summary = report(cfg) if args.report else run_experiment(cfg, tasks, supersede=args.supersede)
     print((Path(cfg.out) / "results.md").read_text())
     print(f"{summary['finished']}/{summary['total']} runs finished; results: {cfg.out}/results.md, results.json")
     return 0
@@ -349,6 +349,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", action="store_true", help="only aggregate the runs already finished")
     p.add_argument("--tasks", nargs="+", metavar="SUITE:TASK",
                    help="run (or list) only the cells of these of the grid's tasks; the aggregate covers all")
+    p.add_argument("--supersede", action="store_true",
+                   help="when a remade SFT model or demo file differs from what the ledger's cells started from "
+                        "(other code, another machine), move those records to superseded/ beside the ledger (kept) "
+                        "and run those cells again, instead of refusing the cells that would start from it")
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("reward", help="show a task's reward stages and keyposes; plot the reward along a demo")

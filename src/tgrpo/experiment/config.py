@@ -371,25 +371,71 @@ class ExperimentConfig:
         with DemoFile(demos) as f:
             return {"sft": sft, "demos": f.fingerprint()}
 
-    def check_start(self, run: Run, start: dict[str, str | None]) -> None:
-        """Refuse to run ``run`` from another SFT model or other demos than the ledger's cells of the same
-        suite and seed (same task, for the demos) started from: its outcome would not pair with theirs."""
-        mismatch: dict[str, tuple[str, list[str]]] = {}
+    def mismatches(self, run: Run, start: dict[str, str | None]) -> dict[str, tuple[str, list[Run]]]:
+        """The ledger's cells that ``run`` must pair with but that started from another SFT model or other demos
+        than ``start``: ``{"sft" | "demos": (their fingerprint, [cells])}``. A cell pairs with the recorded cells
+        of its suite and seed (they share the SFT model) and, for the demos, of its task."""
+        found: dict[str, tuple[str, list[Run]]] = {}
         for other in self.runs():
             rec = self.recorded(other) if other.suite == run.suite else None
             for what, same in (("sft", other.seed == run.seed), ("demos", other.task == run.task)):
                 had, now = (rec or {}).get("start", {}).get(what), start.get(what)
                 if same and had and now and had != now:
-                    mismatch.setdefault(what, (had, []))[1].append(f"{other.method} task {other.task} seed {other.seed}")
+                    found.setdefault(what, (had, []))[1].append(other)
+        return found
+
+    def check_start(self, run: Run, start: dict[str, str | None]) -> None:
+        """Refuse to run ``run`` from another SFT model or other demos than the ledger's cells of the same
+        suite and seed (same task, for the demos) started from: its outcome would not pair with theirs."""
+        mismatch = self.mismatches(run, start)
         if mismatch:
             names = {"sft": f"the SFT model {self.sft_checkpoint(run.suite, run.seed)}",
                      "demos": f"the demos {self.demo_path(run.suite, run.task)}"}
             raise TgrpoError(
                 "; ".join(
-                    f"{names[what]} (fingerprint {start[what][:12]}) is not what the ledger's cells {', '.join(cells)} "
-                    f"started from ({had[:12]})" for what, (had, cells) in mismatch.items()) +
-                f". It was made again from other code or data, so this cell would not pair with those. Their records "
-                f"stay in {self.ledger}; to run them again from the new start, move them out of it.")
+                    f"{names[what]} (fingerprint {start[what][:12]}) is not what the ledger's cells "
+                    f"{', '.join(f'{o.method} task {o.task} seed {o.seed}' for o in cells)} started from ({had[:12]})"
+                    for what, (had, cells) in mismatch.items()) +
+                f". It was made again from other code or data, or on another machine, so this cell would not pair "
+                f"with those. Their records stay in {self.ledger}; to run them again from the new start, rerun with "
+                f"--supersede (it moves them to {self.superseded_root()}) or move them out of the ledger yourself.")
+
+    def superseded_root(self) -> Path:
+        """Where :meth:`supersede` keeps the records it moves out of the ledger: ``superseded/<ledger name>``
+        beside the ledger."""
+        ledger = Path(self.ledger)
+        return ledger.parent / "superseded" / ledger.name
+
+    def supersede(self, run: Run, start: dict[str, str | None]) -> list[Run]:
+        """Move the records of the cells that ``run`` would not pair with (:meth:`mismatches`) out of the ledger,
+        so that they are run again from ``start``; returns them. Nothing is deleted: a record goes to
+        ``<superseded_root>/<sft|demos>-<its fingerprint, 12 digits>/<method>/<suite>/task<K>/seed<S>``, and
+        its run directory, if there is one, is renamed ``<run dir>.superseded-<fingerprint>``, so that neither
+        its evaluation nor its checkpoints are taken for the new start's. An adopted cell is refused: its run is
+        the user's, named in the config."""
+        import shutil
+
+        moves: dict[Run, tuple[Path, Path, Path]] = {}  # cell -> (record, its new place, run dir's new name)
+        for what, (had, cells) in self.mismatches(run, start).items():
+            for cell in cells:
+                if cell in moves:
+                    continue
+                if self.adoption(cell.key):
+                    raise TgrpoError(f"cannot supersede {cell.method}, {cell.suite} task {cell.task}, seed {cell.seed}: "
+                                     f"it is adopted from {cell.path}; remove its 'adopt' entry to run it again")
+                src = self.record_dir(cell)
+                dest = self.superseded_root() / f"{what}-{had[:12]}" / src.relative_to(self.ledger)
+                aside = Path(f"{cell.path}.superseded-{had[:12]}")
+                for there in (dest, aside if Path(cell.path).exists() else None):
+                    if there is not None and there.exists():
+                        raise TgrpoError(f"cannot supersede {src}: {there} exists already; move one of them by hand")
+                moves[cell] = (src, dest, aside)
+        for cell, (src, dest, aside) in moves.items():  # checked all first: nothing moves unless everything can
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(src), str(dest))
+            if Path(cell.path).exists():
+                Path(cell.path).rename(aside)
+        return list(moves)
 
     # -- adopting finished runs -------------------------------------------------------------------------
     def _adoption(self, entry: Any, where: str) -> Adoption:

@@ -17,12 +17,17 @@ def _stage(text: str) -> None:
     print(f"\n=== {text} ===", file=sys.stderr, flush=True)
 
 
-def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | None = None) -> dict:
+def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | None = None,
+                   supersede: bool = False) -> dict:
     """Run every unfinished cell of the grid in order, then aggregate. Rerunning continues where it stopped.
 
     ``tasks``: run only the cells of these of the grid's tasks (the aggregate still covers the whole grid).
     With a ledger, each cell is first checked against the recorded cells that share its SFT model or demos
-    (:meth:`ExperimentConfig.check_start`), and recorded when it finishes (:func:`record_cell`).
+    (:meth:`ExperimentConfig.check_start`), and recorded when it finishes (:func:`record_cell`). A cell whose
+    start differs from theirs (its SFT model or demos were made again with other code, or on another machine) is
+    refused, unless ``supersede``: then those records are moved out of the ledger
+    (:meth:`ExperimentConfig.supersede`) and the moved cells this invocation covers run again first, from the
+    new start, before the cell itself (an SFT model's evaluation before the training that starts from it).
 
     A cell that fails (its demonstrations, its SFT model, its training or evaluation raised) is reported and
     the grid goes on with the others; cells that need a prerequisite which already failed in this
@@ -71,17 +76,28 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
         train_sft(cfg.sft_config(suite, seed))
 
     runs = cfg.runs(tasks)
-    for i, run in enumerate(runs):
+    queue = list(runs)
+    while queue:
+        run = queue.pop(0)
         if cfg.done(run):
             continue
-        cell = f"run {i + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}"
+        cell = f"run {runs.index(run) + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}"
         try:
             demos([(run.suite, run.task)])  # its keyposes (and, for SFT, its suite's below), collected when needed
             d = cfg.sft_dir(run.suite, run.seed)  # the SFT model this cell starts from (or evaluates)
             if not cfg.sft_checkpoints.get(run.suite, {}).get(run.seed) and not (d / "sft_summary.json").exists():
                 need(f"the SFT model of {run.suite} seed {run.seed}", lambda: sft_model(run.suite, run.seed))
             if cfg.ledger:
-                cfg.check_start(run, cfg.start(run.suite, run.task, run.seed))
+                start = cfg.start(run.suite, run.task, run.seed)
+                if supersede and cfg.mismatches(run, start):
+                    moved = cfg.supersede(run, start)
+                    print(f"superseded: {len(moved)} recorded cells started from another SFT model or other demos "
+                          f"than {run.method}, {run.suite} task {run.task}, seed {run.seed} starts from; their records "
+                          f"moved to {cfg.superseded_root()}: "
+                          + ", ".join(f"{m.method} task {m.task} seed {m.seed}" for m in moved), file=sys.stderr)
+                    queue[:0] = [m for m in runs if m in moved] + [run]  # run again, in grid order, before this one
+                    continue
+                cfg.check_start(run, start)
             _stage(cell)
             with cell_clock(Path(run.path) / CLOCK_FILE, asdict(run)):
                 if run.method == SFT:
