@@ -59,6 +59,16 @@ class Run:
     def key(self) -> tuple[str, str, int, int]:
         return (self.method, self.suite, self.task, self.seed)
 
+    @property
+    def name(self) -> str:
+        """The cell in words: ``"<method>, <suite> task <K>, seed <S>"``."""
+        return f"{self.method}, {self.suite} task {self.task}, seed {self.seed}"
+
+
+def same_suite_names(cells: list[Run]) -> str:
+    """Cells of one suite in words, for messages: ``"SFT task 0 seed 0, TGRPO task 0 seed 0"``."""
+    return ", ".join(f"{c.method} task {c.task} seed {c.seed}" for c in cells)
+
 
 @dataclass(frozen=True)
 class Adoption:
@@ -394,7 +404,7 @@ class ExperimentConfig:
             raise TgrpoError(
                 "; ".join(
                     f"{names[what]} (fingerprint {start[what][:12]}) is not what the ledger's cells "
-                    f"{', '.join(f'{o.method} task {o.task} seed {o.seed}' for o in cells)} started from ({had[:12]})"
+                    f"{same_suite_names(cells)} started from ({had[:12]})"
                     for what, (had, cells) in mismatch.items()) +
                 f". It was made again from other code or data, or on another machine, so this cell would not pair "
                 f"with those. Their records stay in {self.ledger}; to run them again from the new start, rerun with "
@@ -421,14 +431,14 @@ class ExperimentConfig:
                 if cell in moves:
                     continue
                 if self.adoption(cell.key):
-                    raise TgrpoError(f"cannot supersede {cell.method}, {cell.suite} task {cell.task}, seed {cell.seed}: "
-                                     f"it is adopted from {cell.path}; remove its 'adopt' entry to run it again")
+                    raise TgrpoError(f"cannot supersede {cell.name}: it is adopted from {cell.path}; remove its "
+                                     "'adopt' entry to run it again")
                 src = self.record_dir(cell)
                 dest = self.superseded_root() / f"{what}-{had[:12]}" / src.relative_to(self.ledger)
                 aside = Path(f"{cell.path}.superseded-{had[:12]}")
-                for there in (dest, aside if Path(cell.path).exists() else None):
-                    if there is not None and there.exists():
-                        raise TgrpoError(f"cannot supersede {src}: {there} exists already; move one of them by hand")
+                if dest.exists() or (Path(cell.path).exists() and aside.exists()):
+                    raise TgrpoError(f"cannot supersede {src}: {dest if dest.exists() else aside} exists already; "
+                                     "move one of them by hand")
                 moves[cell] = (src, dest, aside)
         for cell, (src, dest, aside) in moves.items():  # checked all first: nothing moves unless everything can
             dest.parent.mkdir(parents=True, exist_ok=True)

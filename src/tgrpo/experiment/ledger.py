@@ -89,9 +89,9 @@ def record_cell(cfg: ExperimentConfig, run: Run) -> dict:
     ``results.json`` as they are, and ``cell.json``: :func:`cell_result`, the fingerprints of the SFT model and
     demos the cell started from (:meth:`ExperimentConfig.start`), the SFT model's ``sft_summary.json`` for an
     SFT cell, the code version and the machine that recorded it (:func:`tgrpo.checkpoint.machine`).
-    ``cell.json`` is written last, whole, so an interrupted record is not taken for one. Run directories hold gigabytes and are not versioned; the ledger holds some kilobytes per
-    cell, so committing it keeps a long grid's results when its run directories are lost, and the numbers
-    in the docs traceable to every episode."""
+    ``cell.json`` is written last, whole, so an interrupted record is not taken for one. Run directories hold
+    gigabytes and are not versioned; the ledger holds some kilobytes per cell, so committing it keeps a long
+    grid's results when its run directories are lost, and the numbers in the docs traceable to every episode."""
     import shutil
 
     import tgrpo

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from tgrpo.errors import StopRequested, TgrpoError
-from tgrpo.experiment.config import CLOCK_FILE, SFT, ExperimentConfig
+from tgrpo.experiment.config import CLOCK_FILE, SFT, ExperimentConfig, same_suite_names
 from tgrpo.experiment.ledger import cell_clock, code_commit, record_cell
 from tgrpo.experiment.report import report
 
@@ -81,7 +81,7 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
         run = queue.pop(0)
         if cfg.done(run):
             continue
-        cell = f"run {runs.index(run) + 1}/{len(runs)}: {run.method}, {run.suite} task {run.task}, seed {run.seed}"
+        cell = f"run {runs.index(run) + 1}/{len(runs)}: {run.name}"
         try:
             demos([(run.suite, run.task)])  # its keyposes (and, for SFT, its suite's below), collected when needed
             d = cfg.sft_dir(run.suite, run.seed)  # the SFT model this cell starts from (or evaluates)
@@ -89,12 +89,11 @@ def run_experiment(cfg: ExperimentConfig, tasks: tuple[tuple[str, int], ...] | N
                 need(f"the SFT model of {run.suite} seed {run.seed}", lambda: sft_model(run.suite, run.seed))
             if cfg.ledger:
                 start = cfg.start(run.suite, run.task, run.seed)
-                if supersede and cfg.mismatches(run, start):
-                    moved = cfg.supersede(run, start)
+                moved = cfg.supersede(run, start) if supersede else []  # none when the start pairs
+                if moved:
                     print(f"superseded: {len(moved)} recorded cells started from another SFT model or other demos "
-                          f"than {run.method}, {run.suite} task {run.task}, seed {run.seed} starts from; their records "
-                          f"moved to {cfg.superseded_root()}: "
-                          + ", ".join(f"{m.method} task {m.task} seed {m.seed}" for m in moved), file=sys.stderr)
+                          f"than {run.name} starts from; their records moved to {cfg.superseded_root()}: "
+                          f"{same_suite_names(moved)}", file=sys.stderr)
                     queue[:0] = [m for m in runs if m in moved] + [run]  # run again, in grid order, before this one
                     continue
                 cfg.check_start(run, start)
